@@ -1,0 +1,116 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit codes. They are part of the interface and listed in the README.
+const (
+	exitOK       = 0 // success
+	exitError    = 1 // any other failure (I/O, unexpected)
+	exitUsage    = 2 // bad flags or arguments
+	exitInput    = 3 // bad input: missing file, not an etcd db, bad revision
+	exitInUse    = 4 // the db is locked by another process (a running etcd)
+	exitCorrupt  = 5 // integrity check failed: the data is damaged
+	exitMismatch = 6 // a hash or checksum does not match
+)
+
+var flagWriteOut = &cli.StringFlag{
+	Name: "write-out", Aliases: []string{"w"}, Value: "simple",
+	Usage: "output format: simple, json, table or fields",
+}
+
+var flagTimeout = &cli.DurationFlag{
+	Name: "timeout", Value: 10 * time.Second,
+	Usage: "how long to wait for the lock on a db file held by a running etcd; 0 waits forever",
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:      "etcdkit",
+		Usage:     "backup, restore and maintenance toolkit for etcd v3",
+		Version:   version,
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Flags:     []cli.Flag{flagWriteOut, flagTimeout},
+		Before: func(c *cli.Context) error {
+			if _, err := newPrinter(c.String("write-out"), c.App.Writer); err != nil {
+				return usageError{err}
+			}
+			return nil
+		},
+		Commands: []*cli.Command{
+			snapshotCommand(),
+			hashkvCommand(),
+		},
+		OnUsageError:    func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
+		ExitErrHandler:  func(*cli.Context, error) {},
+		HideHelpCommand: true,
+	}
+}
+
+// run executes the app and turns its error into one line on stderr and an
+// exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	err := app.Run(args)
+	if err == nil {
+		return exitOK
+	}
+	msg := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+	fmt.Fprintf(stderr, "Error: %s\n", msg)
+	return exitCode(err)
+}
+
+// usageError marks errors in how the command was called.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// codedError carries an explicit exit code.
+type codedError struct {
+	error
+	code int
+}
+
+func (e codedError) Unwrap() error { return e.error }
+
+func exitCode(err error) int {
+	var ue usageError
+	var ce codedError
+	switch {
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &ce):
+		return ce.code
+	}
+	for _, m := range errorCodes {
+		for _, target := range m.errs {
+			if errors.Is(err, target) {
+				return m.code
+			}
+		}
+	}
+	// urfave/cli reports unknown flags and commands as plain errors.
+	if s := err.Error(); strings.HasPrefix(s, "flag provided but not defined") || strings.Contains(s, "No help topic") {
+		return exitUsage
+	}
+	return exitError
+}
+
+// needArgs checks the number of positional arguments.
+func needArgs(c *cli.Context, n int, what string) error {
+	if c.NArg() != n {
+		return usageError{fmt.Errorf("%s: expected %s, got %d argument(s); see 'etcdkit %s --help'", c.Command.FullName(), what, c.NArg(), c.Command.FullName())}
+	}
+	return nil
+}

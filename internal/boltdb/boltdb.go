@@ -1,0 +1,163 @@
+// Package boltdb opens etcd's bolt files for etcdkit's offline commands:
+// read-only, without MAP_POPULATE, with a bounded wait for the lock a running
+// etcd holds, and with the resident part of the memory map kept small so
+// that peak RSS does not grow with the size of the db.
+package boltdb
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+	"golang.org/x/sys/unix"
+)
+
+// ErrInUse reports a db whose lock is held by another process (usually a
+// running etcd) for longer than the caller's timeout.
+var ErrInUse = errors.New("db is in use by another process")
+
+// ErrNotBolt reports a file that is not a bolt database (or whose meta pages
+// are both damaged).
+var ErrNotBolt = errors.New("not a bolt database (bad magic, version or meta checksum)")
+
+// residentLimit is the number of bytes of the mapping that may be resident
+// before the limiter drops them again; dropping is cheap because the pages
+// stay in the page cache and fault back in without I/O.
+const residentLimit = 64 << 20
+
+// DB is a read-only bolt database with a resident-memory limiter.
+type DB struct {
+	*bolt.DB
+	Path string
+	Size int64 // file size in bytes, trailer included
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// OpenReadOnly opens path read-only. It waits at most timeout for a shared
+// lock (0 waits forever) and fails with ErrInUse after that.
+func OpenReadOnly(path string, timeout time.Duration) (*DB, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		return nil, fmt.Errorf("%s: is a directory, not a db file", path)
+	}
+	if fi.Size() < 4096 {
+		return nil, fmt.Errorf("%s: %w: file is %d bytes, too small", path, ErrNotBolt, fi.Size())
+	}
+	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: timeout})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, classify(err))
+	}
+	d := &DB{DB: db, Path: path, Size: fi.Size(), stop: make(chan struct{})}
+	if err := d.checkSize(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	d.wg.Add(1)
+	go d.limitResident()
+	return d, nil
+}
+
+func classify(err error) error {
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return fmt.Errorf("%w (timed out waiting for its lock; stop etcd or raise --timeout)", ErrInUse)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, berrors.ErrChecksum):
+		return fmt.Errorf("%w: %v", ErrNotBolt, err)
+	}
+	return err
+}
+
+// checkSize refuses a file shorter than the pages its meta page claims: bolt
+// would fault reading past the end of the mapping.
+func (d *DB) checkSize() error {
+	tx, err := d.Begin(false)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if want := tx.Size(); want > d.Size {
+		return fmt.Errorf("%w: file is %d bytes but its meta page says %d (truncated copy?)", ErrDamaged, d.Size, want)
+	}
+	return nil
+}
+
+// ErrDamaged reports a bolt file whose pages cannot be read safely: it is
+// truncated, or bolt panicked or faulted on a damaged page.
+var ErrDamaged = errors.New("damaged bolt file")
+
+// Guard runs fn and turns a panic or a memory fault while reading the
+// mapping (a damaged page pointing outside the file) into ErrDamaged instead
+// of a crash. Every goroutine that walks bolt pages of untrusted input runs
+// under Guard.
+func Guard(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrDamaged, r)
+		}
+	}()
+	return fn()
+}
+
+// Close stops the limiter and closes the database.
+func (d *DB) Close() error {
+	close(d.stop)
+	d.wg.Wait()
+	return d.DB.Close()
+}
+
+// limitResident watches the process's resident set and drops the mapped
+// pages of the db whenever it has grown by residentLimit. Without it every
+// page read stays mapped, and RSS ends up equal to the db size.
+func (d *DB) limitResident() {
+	defer d.wg.Done()
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	base := residentBytes()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-t.C:
+		}
+		if rss := residentBytes(); rss > base+residentLimit {
+			d.DropResident()
+			base = residentBytes()
+		}
+	}
+}
+
+// DropResident releases the mapped pages of the file from this process's
+// page tables (MADV_DONTNEED on a read-only file mapping only unmaps them;
+// the data stays in the page cache).
+func (d *DB) DropResident() {
+	info := d.Info()
+	length := (uintptr(d.Size) + uintptr(info.PageSize) - 1) &^ (uintptr(info.PageSize) - 1)
+	_, _, _ = unix.Syscall(unix.SYS_MADVISE, info.Data, length, unix.MADV_DONTNEED)
+}
+
+// residentBytes reads the process's resident set size from /proc/self/statm.
+func residentBytes() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}

@@ -1,0 +1,22 @@
+package etcdfmt
+
+import "hash/maphash"
+
+// KeyID is a 128-bit fingerprint of a user key. Tracking fingerprints instead
+// of the keys keeps per-key state small (16 bytes) whatever the key length;
+// two independent 64-bit seeds make a collision vanishingly unlikely
+// (about n²/2¹²⁹ for n keys).
+type KeyID [2]uint64
+
+// KeyHasher computes KeyIDs with seeds fixed for its lifetime.
+type KeyHasher struct{ a, b maphash.Seed }
+
+// NewKeyHasher returns a KeyHasher with fresh random seeds.
+func NewKeyHasher() KeyHasher {
+	return KeyHasher{a: maphash.MakeSeed(), b: maphash.MakeSeed()}
+}
+
+// ID returns the fingerprint of key.
+func (h KeyHasher) ID(key []byte) KeyID {
+	return KeyID{maphash.Bytes(h.a, key), maphash.Bytes(h.b, key)}
+}

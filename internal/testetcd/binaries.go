@@ -1,0 +1,82 @@
+package testetcd
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// Versions are the etcd release lines etcdkit is tested against; the exact
+// releases are pinned by the modules under tools/etcd.
+var Versions = []string{"3.5", "3.6", "3.7"}
+
+// Bins are the paths of one release's binaries.
+type Bins struct {
+	Version                string
+	Etcd, Etcdctl, Etcdutl string
+}
+
+// RepoRoot is the directory holding etcdkit's go.mod.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.Contains(b, []byte("module github.com/etcdkit/etcdkit\n")) {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("repository root not found")
+		}
+		dir = parent
+	}
+}
+
+// BinDir is where "make etcd-bins" puts the binaries of one release line:
+// $ETCDKIT_CACHE/etcd/v<line>/ (default ~/.cache/etcdkit).
+func BinDir(line string) string {
+	cache := os.Getenv("ETCDKIT_CACHE")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache", "etcdkit")
+	}
+	return filepath.Join(cache, "etcd", "v"+line)
+}
+
+var buildOnce sync.Once
+var buildErr error
+
+// Binaries returns the etcd, etcdctl and etcdutl binaries of a release line
+// ("3.5", "3.6", "3.7"), building them with "make etcd-bins" when missing.
+// It never skips: a test that needs them fails if they cannot be built.
+func Binaries(t testing.TB, line string) Bins {
+	t.Helper()
+	dir := BinDir(line)
+	b := Bins{Version: line, Etcd: filepath.Join(dir, "etcd"), Etcdctl: filepath.Join(dir, "etcdctl"), Etcdutl: filepath.Join(dir, "etcdutl")}
+	if _, err := os.Stat(b.Etcdutl); err != nil {
+		root := RepoRoot(t)
+		buildOnce.Do(func() {
+			cmd := exec.Command("make", "-C", root, "etcd-bins")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("make etcd-bins: %v\n%s", err, out)
+			}
+		})
+		if buildErr != nil {
+			t.Fatal(buildErr)
+		}
+	}
+	for _, p := range []string{b.Etcd, b.Etcdctl, b.Etcdutl} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("etcd %s binary missing after make etcd-bins: %v", line, err)
+		}
+	}
+	return b
+}

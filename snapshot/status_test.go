@@ -1,0 +1,80 @@
+package snapshot_test
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/testetcd"
+	"github.com/etcdkit/etcdkit/snapshot"
+)
+
+// TestStatusMatchesEtcdutl compares ReadStatus with etcdutl 3.7's
+// `snapshot status -w json` on snapshots written by etcd 3.5, 3.6 and 3.7.
+func TestStatusMatchesEtcdutl(t *testing.T) {
+	etcdutl := testetcd.Binaries(t, "3.7").Etcdutl
+	for _, line := range testetcd.Versions {
+		t.Run("etcd-"+line, func(t *testing.T) {
+			p, loaded := testetcd.LoadedProcess(t, line, testetcd.SmallSpec)
+			snap := testetcd.SaveSnapshot(t, p)
+			before := testetcd.FileSum(t, snap)
+
+			got, err := snapshot.ReadStatus(snap, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want snapshot.Status
+			if err := json.Unmarshal([]byte(testetcd.Run(t, etcdutl, "snapshot", "status", "-w", "json", snap)), &want); err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Fatalf("status differs from etcdutl 3.7:\n got %+v\nwant %+v", got, want)
+			}
+			if got.Revision != loaded.Revision || got.TotalKey != loaded.LiveKeys {
+				t.Fatalf("revision/keys %d/%d, the server said %d/%d", got.Revision, got.TotalKey, loaded.Revision, loaded.LiveKeys)
+			}
+			if wantVer := map[string]string{"3.5": "", "3.6": "3.6.0", "3.7": "3.7.0"}[line]; got.Version != wantVer {
+				t.Fatalf("version %q, want %q", got.Version, wantVer)
+			}
+			if testetcd.FileSum(t, snap) != before {
+				t.Fatal("snapshot status modified the file")
+			}
+		})
+	}
+}
+
+func TestStatusBadInput(t *testing.T) {
+	dir := t.TempDir()
+	notBolt := filepath.Join(dir, "text.db")
+	os.WriteFile(notBolt, make([]byte, 64<<10), 0o600)
+	tiny := filepath.Join(dir, "tiny.db")
+	os.WriteFile(tiny, []byte("hello"), 0o600)
+
+	m := testetcd.StartSingle(t)
+	if _, err := testetcd.Load(testetcd.Ctx(t, time.Minute), m.Client(t), testetcd.LoadSpec{Keys: 200, Rounds: 2, Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name string
+		path string
+		want error
+	}{
+		{"missing", filepath.Join(dir, "nope.db"), os.ErrNotExist},
+		{"zeros", notBolt, boltdb.ErrNotBolt},
+		{"tiny", tiny, boltdb.ErrNotBolt},
+		{"locked by running etcd", m.DBPath(), boltdb.ErrInUse},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := snapshot.ReadStatus(tc.path, 300*time.Millisecond)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
