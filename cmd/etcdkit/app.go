@@ -62,7 +62,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 // exit code.
 func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
-	err := app.Run(args)
+	err := app.Run(interspersed(app, args))
 	if err == nil {
 		return exitOK
 	}
@@ -110,7 +110,54 @@ func exitCode(err error) int {
 // needArgs checks the number of positional arguments.
 func needArgs(c *cli.Context, n int, what string) error {
 	if c.NArg() != n {
-		return usageError{fmt.Errorf("%s: expected %s, got %d argument(s); see 'etcdkit %s --help'", c.Command.FullName(), what, c.NArg(), c.Command.FullName())}
+		name := commandPath(c)
+		return usageError{fmt.Errorf("%s: expected %s, got %d argument(s); see '%s --help'", name, what, c.NArg(), name)}
 	}
 	return nil
+}
+
+// commandPath is the full command line name of c, e.g. "etcdkit snapshot status".
+func commandPath(c *cli.Context) string {
+	var names []string
+	for _, l := range c.Lineage() {
+		if l.Command != nil && l.Command.Name != "" && l.Command.Name != c.App.Name {
+			names = append([]string{l.Command.Name}, names...)
+		}
+	}
+	return strings.Join(append([]string{"etcdkit"}, names...), " ")
+}
+
+// leaf adds the global flags to a command that does the work, so they may
+// also be given after the command name, as etcdutl allows.
+func leaf(cmd *cli.Command) *cli.Command {
+	cmd.Flags = append(cmd.Flags,
+		&cli.StringFlag{Name: flagWriteOut.Name, Aliases: flagWriteOut.Aliases, Value: flagWriteOut.Value, Usage: flagWriteOut.Usage},
+		&cli.DurationFlag{Name: flagTimeout.Name, Value: flagTimeout.Value, Usage: flagTimeout.Usage},
+	)
+	cmd.OnUsageError = quietUsageError
+	return cmd
+}
+
+// quietUsageError keeps urfave/cli from printing the whole help text on a
+// usage error: run prints one line and the exit code says the rest.
+func quietUsageError(_ *cli.Context, err error, _ bool) error { return usageError{err} }
+
+// setOr returns the value of a flag from the innermost command where it was
+// set, or its default: urfave/cli alone would let a leaf's default shadow a
+// value given before the command name.
+func setOr[T any](c *cli.Context, name string, get func(*cli.Context, string) T) T {
+	for _, l := range c.Lineage() {
+		if l.IsSet(name) {
+			return get(l, name)
+		}
+	}
+	return get(c, name)
+}
+
+func writeOut(c *cli.Context) string {
+	return setOr(c, "write-out", (*cli.Context).String)
+}
+
+func lockTimeout(c *cli.Context) time.Duration {
+	return setOr(c, "timeout", (*cli.Context).Duration)
 }

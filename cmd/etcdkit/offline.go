@@ -10,7 +10,7 @@ import (
 )
 
 func output(c *cli.Context, r record) error {
-	p, err := newPrinter(c.String("write-out"), c.App.Writer)
+	p, err := newPrinter(writeOut(c), c.App.Writer)
 	if err != nil {
 		return usageError{err}
 	}
@@ -21,7 +21,7 @@ func snapshotCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "snapshot",
 		Usage: "inspect and restore etcd snapshot files",
-		Subcommands: []*cli.Command{{
+		Subcommands: []*cli.Command{leaf(&cli.Command{
 			Name:      "status",
 			Usage:     "print hash, revision, total keys, size and storage version of a snapshot or db file",
 			ArgsUsage: "FILE",
@@ -29,13 +29,13 @@ func snapshotCommand() *cli.Command {
 				if err := needArgs(c, 1, "one snapshot or db FILE"); err != nil {
 					return err
 				}
-				st, err := snapshot.ReadStatus(c.Args().First(), c.Duration("timeout"))
+				st, err := snapshot.ReadStatus(c.Args().First(), lockTimeout(c))
 				if err != nil {
 					return err
 				}
 				return output(c, statusRecord(st))
 			},
-		}},
+		})},
 	}
 }
 
@@ -56,7 +56,7 @@ func statusRecord(st snapshot.Status) record {
 }
 
 func hashkvCommand() *cli.Command {
-	return &cli.Command{
+	return leaf(&cli.Command{
 		Name:      "hashkv",
 		Usage:     "print the KV history hash (as the HashKV RPC) of a db file or data dir",
 		ArgsUsage: "FILE|DATA-DIR",
@@ -67,13 +67,13 @@ func hashkvCommand() *cli.Command {
 			if err := needArgs(c, 1, "one db FILE or DATA-DIR"); err != nil {
 				return err
 			}
-			res, err := hashkv.Compute(hashkv.DBPath(c.Args().First()), c.Int64("rev"), c.Duration("timeout"))
+			res, err := hashkv.Compute(hashkv.DBPath(c.Args().First()), c.Int64("rev"), lockTimeout(c))
 			if err != nil {
 				return err
 			}
 			return output(c, hashkvRecord(res))
 		},
-	}
+	})
 }
 
 func hashkvRecord(r hashkv.Result) record {

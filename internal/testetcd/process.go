@@ -13,6 +13,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // Process is a real etcd binary running on loopback.
@@ -94,7 +95,7 @@ func (p *Process) WaitReady(t testing.TB) {
 			t.Fatalf("etcd %s exited: %s", p.Bins.Version, p.Log())
 		default:
 		}
-		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{p.ClientURL}, DialTimeout: time.Second})
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{p.ClientURL}, DialTimeout: time.Second, Logger: zap.NewNop()})
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			_, err = cli.Get(ctx, "health")
