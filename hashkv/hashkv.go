@@ -64,7 +64,7 @@ func Compute(path string, rev int64, lockTimeout time.Duration) (Result, error) 
 	}
 	defer tx.Rollback()
 	var res Result
-	err = boltdb.Guard(func() (err error) { res, err = compute(tx, rev); return err })
+	err = boltdb.Guard(func() (err error) { res, err = compute(db, tx, rev); return err })
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", path, err)
 	}
@@ -77,7 +77,7 @@ type keyState struct {
 	tomb bool
 }
 
-func compute(tx *bolt.Tx, rev int64) (Result, error) {
+func compute(db *boltdb.DB, tx *bolt.Tx, rev int64) (Result, error) {
 	keyB := tx.Bucket(etcdfmt.BucketKey)
 	if keyB == nil {
 		return Result{}, fmt.Errorf("no %q bucket: not an etcd v3 db", etcdfmt.BucketKey)
@@ -102,7 +102,7 @@ func compute(tx *bolt.Tx, rev int64) (Result, error) {
 	keepAny := false
 	if compactRev > 0 {
 		newest = make(map[etcdfmt.KeyID]keyState)
-		err := forEachUpTo(keyB, rev, func(r etcdfmt.Revision, tomb bool, k, v []byte) error {
+		err := forEachUpTo(db, keyB, rev, func(r etcdfmt.Revision, tomb bool, k, v []byte) error {
 			kv, err := etcdfmt.ParseKeyValue(v)
 			if err != nil {
 				return err
@@ -124,7 +124,7 @@ func compute(tx *bolt.Tx, rev int64) (Result, error) {
 	// Pass 2: the hash.
 	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
 	h.Write(etcdfmt.BucketKey)
-	err = forEachUpTo(keyB, rev, func(r etcdfmt.Revision, tomb bool, k, v []byte) error {
+	err = forEachUpTo(db, keyB, rev, func(r etcdfmt.Revision, tomb bool, k, v []byte) error {
 		if r.Main <= compactRev && keepAny {
 			kv, err := etcdfmt.ParseKeyValue(v)
 			if err != nil {
@@ -178,7 +178,7 @@ func revisions(tx *bolt.Tx, keyB *bolt.Bucket) (compactRev, currentRev int64, er
 
 // forEachUpTo calls fn for every key-bucket entry with main revision <= rev,
 // in revision order.
-func forEachUpTo(b *bolt.Bucket, rev int64, fn func(r etcdfmt.Revision, tomb bool, k, v []byte) error) error {
+func forEachUpTo(db *boltdb.DB, b *bolt.Bucket, rev int64, fn func(r etcdfmt.Revision, tomb bool, k, v []byte) error) error {
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		r, tomb, err := etcdfmt.ParseRevKey(k)
@@ -188,6 +188,7 @@ func forEachUpTo(b *bolt.Bucket, rev int64, fn func(r etcdfmt.Revision, tomb boo
 		if r.Main > rev {
 			return nil
 		}
+		db.Touched(len(k) + len(v))
 		if err := fn(r, tomb, k, v); err != nil {
 			return fmt.Errorf("key bucket revision %d_%d: %w", r.Main, r.Sub, err)
 		}

@@ -4,14 +4,11 @@ package snapshot
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"hash/crc32"
-	"strings"
 	"time"
 
 	"github.com/coreos/go-semver/semver"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/etcdkit/etcdkit/internal/boltdb"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
@@ -27,7 +24,7 @@ type Status struct {
 }
 
 // ErrIntegrity reports a bolt file that fails bolt's consistency check.
-var ErrIntegrity = errors.New("snapshot file integrity check failed")
+var ErrIntegrity = boltdb.ErrIntegrity
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -45,12 +42,17 @@ func ReadStatus(path string, lockTimeout time.Duration) (Status, error) {
 	}
 	defer db.Close()
 
-	checkErr := make(chan error, 1)
-	go func() { checkErr <- boltdb.Guard(func() error { return Check(db.DB) }) }()
+	var checkErr error
+	checkDone := make(chan struct{})
+	go func() {
+		defer close(checkDone)
+		checkErr = boltdb.Check(path)
+	}()
 
 	var st Status
-	err = boltdb.Guard(func() (err error) { st, err = hashAll(db.DB); return err })
-	if cerr := <-checkErr; cerr != nil {
+	err = boltdb.Guard(func() (err error) { st, err = hashAll(db); return err })
+	<-checkDone
+	if cerr := checkErr; cerr != nil {
 		return Status{}, fmt.Errorf("%s: %w", path, cerr)
 	}
 	if err != nil {
@@ -59,31 +61,7 @@ func ReadStatus(path string, lockTimeout time.Duration) (Status, error) {
 	return st, nil
 }
 
-// Check runs bolt's consistency check (page reachability, freelist, key
-// order) in its own read transaction and folds the problems into one error.
-func Check(db *bolt.DB) error {
-	tx, err := db.Begin(false)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	var msgs []string
-	for e := range tx.Check() {
-		msgs = append(msgs, e.Error())
-	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	const show = 3
-	n, more := len(msgs), ""
-	if n > show {
-		more = fmt.Sprintf("; and %d more", n-show)
-		msgs = msgs[:show]
-	}
-	return fmt.Errorf("%w: %d errors found: %s%s", ErrIntegrity, n, strings.Join(msgs, "; "), more)
-}
-
-func hashAll(db *bolt.DB) (Status, error) {
+func hashAll(db *boltdb.DB) (Status, error) {
 	var st Status
 	tx, err := db.Begin(false)
 	if err != nil {
@@ -112,6 +90,7 @@ func hashAll(db *bolt.DB) (Status, error) {
 		err := b.ForEach(func(k, v []byte) error {
 			h.Write(k)
 			h.Write(v)
+			db.Touched(len(k) + len(v))
 			if !isKey {
 				return nil
 			}

@@ -78,3 +78,42 @@ func TestStatusBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestStatusDamagedPages overwrites the header of every page after the meta
+// pages in a copy of a real db: status must report damage, not crash.
+func TestStatusDamagedPages(t *testing.T) {
+	m := testetcd.StartSingle(t)
+	if _, err := testetcd.Load(testetcd.Ctx(t, time.Minute), m.Client(t), testetcd.LoadSpec{Keys: 300, Rounds: 2, Seed: 9}); err != nil {
+		t.Fatal(err)
+	}
+	m.Stop()
+	st, err := snapshot.ReadStatus(m.DBPath(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		offset int
+		value  []byte
+	}{
+		{"page flags", 8, []byte{0xff, 0xff}},
+		{"page ids", 0, []byte{0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0x00, 0x00}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := filepath.Join(t.TempDir(), "bad.db")
+			testetcd.CopyFile(t, m.DBPath(), bad)
+			f, err := os.OpenFile(bad, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for off := int64(2 * 4096); off < st.TotalSize; off += 4096 {
+				f.WriteAt(tc.value, off+int64(tc.offset))
+			}
+			f.Close()
+			_, err = snapshot.ReadStatus(bad, time.Second)
+			if !errors.Is(err, snapshot.ErrIntegrity) && !errors.Is(err, boltdb.ErrDamaged) {
+				t.Fatalf("err = %v, want an integrity or damage error", err)
+			}
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -30,7 +31,10 @@ var ErrNotBolt = errors.New("not a bolt database (bad magic, version or meta che
 // residentLimit is the number of bytes of the mapping that may be resident
 // before the limiter drops them again; dropping is cheap because the pages
 // stay in the page cache and fault back in without I/O.
-const residentLimit = 64 << 20
+const residentLimit = 12 << 20
+
+// touchCheckBytes is how much a walk reads between two checks in Touched.
+const touchCheckBytes = 1 << 20
 
 // DB is a read-only bolt database with a resident-memory limiter.
 type DB struct {
@@ -38,8 +42,10 @@ type DB struct {
 	Path string
 	Size int64 // file size in bytes, trailer included
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	baseRSS int64 // resident set when opened
+	touched atomic.Int64
+	stop    chan struct{}
+	wg      sync.WaitGroup
 }
 
 // OpenReadOnly opens path read-only. It waits at most timeout for a shared
@@ -64,6 +70,7 @@ func OpenReadOnly(path string, timeout time.Duration) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	d.baseRSS = residentBytes()
 	d.wg.Add(1)
 	go d.limitResident()
 	return d, nil
@@ -118,24 +125,38 @@ func (d *DB) Close() error {
 	return d.DB.Close()
 }
 
-// limitResident watches the process's resident set and drops the mapped
-// pages of the db whenever it has grown by residentLimit. Without it every
-// page read stays mapped, and RSS ends up equal to the db size.
+// limitResident watches the process's resident set from its own goroutine
+// and drops the mapped pages of the db whenever it has grown past
+// residentLimit. It is the fallback for walks that cannot report progress
+// (bolt's own consistency check); walks that can call Touched as well,
+// because a busy runtime (a GC cycle's idle workers) can delay this
+// goroutine by tens of milliseconds.
 func (d *DB) limitResident() {
 	defer d.wg.Done()
-	t := time.NewTicker(2 * time.Millisecond)
+	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
-	base := residentBytes()
 	for {
 		select {
 		case <-d.stop:
 			return
 		case <-t.C:
+			d.maybeDrop()
 		}
-		if rss := residentBytes(); rss > base+residentLimit {
-			d.DropResident()
-			base = residentBytes()
-		}
+	}
+}
+
+// Touched records that the caller read about n bytes of the mapping; every
+// few MiB it checks the resident set and drops the mapped pages if needed.
+func (d *DB) Touched(n int) {
+	if d.touched.Add(int64(n)) >= touchCheckBytes {
+		d.touched.Store(0)
+		d.maybeDrop()
+	}
+}
+
+func (d *DB) maybeDrop() {
+	if residentBytes() > d.baseRSS+residentLimit {
+		d.DropResident()
 	}
 }
 

@@ -1,0 +1,93 @@
+package etcdfmt
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"google.golang.org/protobuf/proto"
+)
+
+func TestRevKeyRoundTrip(t *testing.T) {
+	tests := []struct {
+		rev  Revision
+		tomb bool
+	}{
+		{Revision{1, 0}, false},
+		{Revision{1 << 40, 7}, true},
+		{Revision{123456, 65535}, false},
+	}
+	for _, tc := range tests {
+		k := tc.rev.AppendKey(nil, tc.tomb)
+		wantLen := RevKeyLen
+		if tc.tomb {
+			wantLen = TombstoneKeyLen
+		}
+		if len(k) != wantLen {
+			t.Fatalf("%v: key length %d, want %d", tc.rev, len(k), wantLen)
+		}
+		rev, tomb, err := ParseRevKey(k)
+		if err != nil || rev != tc.rev || tomb != tc.tomb {
+			t.Fatalf("%v/%v: parsed %v/%v, %v", tc.rev, tc.tomb, rev, tomb, err)
+		}
+	}
+}
+
+func TestParseRevKeyRejects(t *testing.T) {
+	good := Revision{5, 1}.AppendKey(nil, false)
+	noSep := bytes.Clone(good)
+	noSep[8] = 'x'
+	badMark := append(bytes.Clone(good), 'x')
+	for name, k := range map[string][]byte{
+		"empty": nil, "short": good[:16], "no separator": noSep, "bad mark": badMark, "long": append(bytes.Clone(good), 't', 't'),
+	} {
+		if _, _, err := ParseRevKey(k); !errors.Is(err, ErrBadRevKey) {
+			t.Errorf("%s: err = %v, want ErrBadRevKey", name, err)
+		}
+	}
+}
+
+func TestParseKeyValueMatchesProtobuf(t *testing.T) {
+	tests := []*mvccpb.KeyValue{
+		{Key: []byte("/a"), CreateRevision: 2, ModRevision: 9, Version: 3, Value: []byte("v"), Lease: 0x694d7f1a2b3c},
+		{Key: []byte("tomb")},
+		{Key: bytes.Repeat([]byte("k"), 300), Value: bytes.Repeat([]byte("v"), 70000), CreateRevision: 1 << 50},
+		{Key: []byte{}, ModRevision: 1},
+	}
+	for _, kv := range tests {
+		b, err := proto.Marshal(kv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ParseKeyValue(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Key, kv.Key) || got.CreateRevision != kv.CreateRevision || got.ModRevision != kv.ModRevision ||
+			got.Version != kv.Version || got.Lease != kv.Lease {
+			t.Errorf("parsed %+v from %+v", got, kv)
+		}
+	}
+	if _, err := ParseKeyValue([]byte{0x0a, 0x05, 'a'}); err == nil {
+		t.Error("truncated KeyValue parsed without error")
+	}
+	if _, err := ParseKeyValue([]byte{0x10, 0x02, 0x00}); err == nil { // field 2 with bytes wire type
+		t.Error("wrong wire type parsed without error")
+	}
+}
+
+func TestHasSnapshotTrailer(t *testing.T) {
+	for size, want := range map[int64]bool{4096 * 4: false, 4096*4 + 32: true, 4096*4 + 31: false, 512 + 32: true} {
+		if HasSnapshotTrailer(size) != want {
+			t.Errorf("HasSnapshotTrailer(%d) = %v", size, !want)
+		}
+	}
+}
+
+func TestKeyHasher(t *testing.T) {
+	h := NewKeyHasher()
+	if h.ID([]byte("a")) != h.ID([]byte("a")) || h.ID([]byte("a")) == h.ID([]byte("b")) {
+		t.Fatal("KeyHasher is not a function of the key")
+	}
+}

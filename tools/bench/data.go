@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// ensureSnapshot returns the cached benchmark snapshot, generating it with a
+// real etcd 3.7 when it is missing or was made with other parameters.
+func ensureSnapshot() string {
+	stamp := fmt.Sprintf("keys=%d rounds=%d value=%d\n", *keys, *rounds, *valueSize)
+	snap := filepath.Join(*cacheDir, "snapshot.db")
+	if b, err := os.ReadFile(snap + ".spec"); err == nil && string(b) == stamp {
+		if _, err := os.Stat(snap); err == nil {
+			return snap
+		}
+	}
+	log.Printf("generating the benchmark snapshot (%s): this takes a few minutes once", strings.TrimSpace(stamp))
+	dataDir := filepath.Join(*cacheDir, "gen.etcd")
+	os.RemoveAll(dataDir)
+	defer os.RemoveAll(dataDir)
+	url := "http://127.0.0.1:23790"
+	cmd := exec.Command(filepath.Join(*etcdBins, "etcd"), "--data-dir", dataDir,
+		"--listen-client-urls", url, "--advertise-client-urls", url,
+		"--listen-peer-urls", "http://127.0.0.1:23800", "--initial-advertise-peer-urls", "http://127.0.0.1:23800",
+		"--initial-cluster", "default=http://127.0.0.1:23800",
+		"--quota-backend-bytes", fmt.Sprint(int64(8)<<30), "--unsafe-no-fsync", "--log-level", "error")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		log.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := context.Background()
+	for i := 0; ; i++ {
+		if _, err = cli.Get(ctx, "x"); err == nil {
+			break
+		}
+		if i > 100 {
+			log.Fatalf("etcd did not start: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	lease, err := cli.Grant(ctx, 86400)
+	if err != nil {
+		log.Fatal(err)
+	}
+	const batch, workers = 50, 4
+	val := strings.Repeat("v", *valueSize)
+	start := time.Now()
+	for r := 0; r < *rounds; r++ {
+		var wg sync.WaitGroup
+		next := make(chan int)
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for first := range next {
+					var ops []clientv3.Op
+					for i := first; i < first+batch && i < *keys; i++ {
+						var opts []clientv3.OpOption
+						if i%100 == 0 {
+							opts = append(opts, clientv3.WithLease(lease.ID))
+						}
+						v := fmt.Sprintf("r%d-%d-", r, i) + val
+						ops = append(ops, clientv3.OpPut(fmt.Sprintf("/registry/bench/ns-%03d/obj-%08d", i%200, i), v[:*valueSize], opts...))
+					}
+					if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+						log.Fatal(err)
+					}
+				}
+			}()
+		}
+		for i := 0; i < *keys; i += batch {
+			next <- i
+		}
+		close(next)
+		wg.Wait()
+		log.Printf("round %d/%d written (%s)", r+1, *rounds, time.Since(start).Round(time.Second))
+	}
+	tmp := snap + ".part"
+	save := exec.Command(filepath.Join(*etcdBins, "etcdctl"), "--endpoints", url, "--command-timeout", "10m", "snapshot", "save", tmp)
+	save.Stdout, save.Stderr = os.Stderr, os.Stderr
+	if err := save.Run(); err != nil {
+		log.Fatalf("etcdctl snapshot save: %v", err)
+	}
+	if err := os.Rename(tmp, snap); err != nil {
+		log.Fatal(err)
+	}
+	if err := os.WriteFile(snap+".spec", []byte(stamp), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	return snap
+}

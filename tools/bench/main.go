@@ -1,0 +1,235 @@
+// Command bench compares etcdkit with etcdutl on the same >1 GB snapshot
+// written by a real etcd: median wall time and peak RSS over alternating
+// runs, and a floor (one sequential read of the file). It writes the table
+// to -out. Run it with `make bench`.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+var (
+	cacheDir  = flag.String("cache", filepath.Join(os.Getenv("HOME"), ".cache/etcdkit/bench"), "where the generated snapshot is kept")
+	etcdBins  = flag.String("etcd-bins", "", "directory with etcd, etcdctl and etcdutl (3.7)")
+	etcdkit   = flag.String("etcdkit", "bin/etcdkit", "etcdkit binary")
+	out       = flag.String("out", "docs/bench.md", "markdown file for the results")
+	runs      = flag.Int("runs", 5, "runs per tool and command (alternating)")
+	keys      = flag.Int("keys", 400_000, "distinct keys")
+	rounds    = flag.Int("rounds", 3, "revisions per key")
+	valueSize = flag.Int("value-size", 900, "bytes per value")
+	only      = flag.String("only", "", "comma-separated case names to run (default: all)")
+)
+
+// sample is one measured run.
+type sample struct {
+	wall time.Duration
+	rss  int64 // peak RSS in bytes
+}
+
+// benchCase is one command measured for both tools. prepare returns the
+// argument lists for run i (it may create fresh output directories);
+// cleanup runs after each run.
+type benchCase struct {
+	name    string
+	note    string
+	prepare func(i int) (kit, utl []string)
+	cleanup func()
+	floor   func() time.Duration // optional reference
+	target  string
+}
+
+func main() {
+	flag.Parse()
+	log.SetFlags(0)
+	if *etcdBins == "" {
+		log.Fatal("-etcd-bins is required")
+	}
+	if err := os.MkdirAll(*cacheDir, 0o755); err != nil {
+		log.Fatal(err)
+	}
+	snap := ensureSnapshot()
+	// etcdutl opens some inputs read-write; give it its own copy.
+	utlSnap := filepath.Join(*cacheDir, "snapshot-etcdutl.db")
+	if err := copyFile(snap, utlSnap); err != nil {
+		log.Fatal(err)
+	}
+	defer os.Remove(utlSnap)
+	fi, _ := os.Stat(snap)
+	warm(snap)
+	warm(utlSnap)
+	etcdutl := filepath.Join(*etcdBins, "etcdutl")
+
+	seqRead := func() time.Duration { return timeIt(func() { warm(snap) }) }
+	cases := []benchCase{
+		{
+			name: "snapshot status", target: "≤ 0.6x",
+			prepare: func(int) ([]string, []string) {
+				return []string{"snapshot", "status", snap}, []string{"snapshot", "status", utlSnap}
+			},
+			floor: seqRead,
+		},
+		{
+			name: "hashkv", target: "≤ 0.8x",
+			prepare: func(int) ([]string, []string) {
+				return []string{"hashkv", snap}, []string{"hashkv", utlSnap}
+			},
+			floor: seqRead,
+		},
+	}
+	cases = append(cases, extraCases(snap, utlSnap, etcdutl)...)
+
+	var rows []string
+	for _, c := range cases {
+		if *only != "" && !strings.Contains(","+*only+",", ","+c.name+",") {
+			continue
+		}
+		log.Printf("== %s", c.name)
+		var kitS, utlS []sample
+		var floors []time.Duration
+		for i := 0; i < *runs; i++ {
+			kitArgs, utlArgs := c.prepare(i)
+			// Alternate which tool goes first so neither always gets the warmer cache.
+			order := []bool{true, false}
+			if i%2 == 1 {
+				order = []bool{false, true}
+			}
+			for _, isKit := range order {
+				if isKit {
+					kitS = append(kitS, measure(*etcdkit, kitArgs))
+				} else {
+					utlS = append(utlS, measure(etcdutl, utlArgs))
+				}
+			}
+			if c.cleanup != nil {
+				c.cleanup()
+			}
+			if c.floor != nil {
+				floors = append(floors, c.floor())
+			}
+		}
+		k, u := median(kitS), median(utlS)
+		floor := "-"
+		if len(floors) > 0 {
+			sort.Slice(floors, func(i, j int) bool { return floors[i] < floors[j] })
+			floor = fmtDur(floors[len(floors)/2])
+		}
+		row := fmt.Sprintf("| %s | %s | %s | %.2fx (target %s) | %s | %s | %s |", c.name,
+			fmtDur(k.wall), fmtDur(u.wall), float64(k.wall)/float64(u.wall), c.target,
+			fmtMiB(k.rss), fmtMiB(u.rss), floor)
+		log.Print(row)
+		rows = append(rows, row)
+	}
+	writeReport(snap, fi.Size(), rows)
+}
+
+func extraCases(snap, utlSnap, etcdutl string) []benchCase { return nil }
+
+// measure runs a command to completion and returns its wall time and peak
+// RSS; it exits the bench if the command fails.
+func measure(bin string, args []string) sample {
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout = io.Discard
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		log.Fatalf("%s %s: %v\n%s", filepath.Base(bin), strings.Join(args, " "), err, stderr.String())
+	}
+	wall := time.Since(start)
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	return sample{wall: wall, rss: ru.Maxrss * 1024}
+}
+
+func median(s []sample) sample {
+	w := append([]sample(nil), s...)
+	sort.Slice(w, func(i, j int) bool { return w[i].wall < w[j].wall })
+	m := w[len(w)/2]
+	r := append([]sample(nil), s...)
+	sort.Slice(r, func(i, j int) bool { return r[i].rss < r[j].rss })
+	m.rss = r[len(r)-1].rss // report the worst peak RSS
+	return m
+}
+
+func timeIt(f func()) time.Duration { s := time.Now(); f(); return time.Since(s) }
+
+// warm reads a file once sequentially (it also serves as the floor).
+func warm(path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for {
+		if _, err := f.Read(buf); err != nil {
+			break
+		}
+	}
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	o, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(o, in); err != nil {
+		o.Close()
+		return err
+	}
+	return o.Close()
+}
+
+func fmtDur(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
+func fmtMiB(n int64) string         { return fmt.Sprintf("%d MiB", n>>20) }
+
+func writeReport(snap string, size int64, rows []string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# etcdkit vs etcdutl\n\nWritten by `make bench` on %s.\n\n", time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(&b, "- machine: %s, %d cores, %s RAM, %s/%s, %s\n", cpuModel(), runtime.NumCPU(), memTotal(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	ver, _ := exec.Command(filepath.Join(*etcdBins, "etcdutl"), "version").Output()
+	fmt.Fprintf(&b, "- etcdutl: %s\n", strings.TrimSpace(strings.SplitN(string(ver), "\n", 2)[0]))
+	fmt.Fprintf(&b, "- data: snapshot of %.2f GB from a real etcd 3.7: %d keys × %d revisions, %d-byte values (`%s`)\n",
+		float64(size)/1e9, *keys, *rounds, *valueSize, filepath.Base(snap))
+	fmt.Fprintf(&b, "- method: %d runs per tool, alternating which goes first, page cache warm; median wall time, worst peak RSS (getrusage maxrss); floor = one sequential read of the file\n\n", *runs)
+	b.WriteString("| command | etcdkit | etcdutl | ratio | etcdkit peak RSS | etcdutl peak RSS | floor |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		b.WriteString(r + "\n")
+	}
+	if err := os.WriteFile(*out, []byte(b.String()), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(b.String())
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "model name") {
+			return strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+		}
+	}
+	return "unknown CPU"
+}
+
+func memTotal() string {
+	b, _ := os.ReadFile("/proc/meminfo")
+	var kb int64
+	fmt.Sscanf(strings.TrimPrefix(strings.SplitN(string(b), "\n", 2)[0], "MemTotal:"), "%d", &kb)
+	return fmt.Sprintf("%d GiB", (kb+(1<<19))>>20)
+}
