@@ -43,7 +43,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		ErrWriter: stderr,
 		Flags:     []cli.Flag{flagWriteOut, flagTimeout},
 		Before: func(c *cli.Context) error {
-			if _, err := newPrinter(c.String("write-out"), c.App.Writer); err != nil {
+			if _, err := newPrinter(c.String("write-out")); err != nil {
 				return usageError{err}
 			}
 			return nil

@@ -75,12 +75,7 @@ func TestExitCodes(t *testing.T) {
 		{"in use", []string{"hashkv", "--timeout", "200ms", m.DataDir}, exitInUse, "db is in use by another process"},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			out, errOut, code := runCLI(tc.args...)
-			if code != tc.code || !strings.Contains(errOut, tc.contains) || strings.Count(errOut, "\n") != 1 || out != "" {
-				t.Fatalf("exit %d (want %d), stdout %q, stderr %q (want one line containing %q)", code, tc.code, out, errOut, tc.contains)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { expectFailure(t, tc.args, tc.code, tc.contains) })
 	}
 
 	m.Stop()
@@ -99,11 +94,16 @@ func TestExitCodes(t *testing.T) {
 		{"future rev", []string{"hashkv", "--rev", itoa(loaded.Revision + 10), m.DataDir}, exitInput, "future revision"},
 	}
 	for _, tc := range after {
-		t.Run(tc.name, func(t *testing.T) {
-			out, errOut, code := runCLI(tc.args...)
-			if code != tc.code || !strings.Contains(errOut, tc.contains) || strings.Count(errOut, "\n") != 1 || out != "" {
-				t.Fatalf("exit %d (want %d), stdout %q, stderr %q (want one line containing %q)", code, tc.code, out, errOut, tc.contains)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { expectFailure(t, tc.args, tc.code, tc.contains) })
+	}
+}
+
+// expectFailure runs the CLI and checks the exit code, that stdout is empty
+// and that stderr is exactly one line containing want.
+func expectFailure(t *testing.T, args []string, wantCode int, want string) {
+	t.Helper()
+	out, errOut, code := runCLI(args...)
+	if code != wantCode || !strings.Contains(errOut, want) || strings.Count(errOut, "\n") != 1 || out != "" {
+		t.Fatalf("exit %d (want %d), stdout %q, stderr %q (want one line containing %q)", code, wantCode, out, errOut, want)
 	}
 }

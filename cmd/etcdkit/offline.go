@@ -10,7 +10,7 @@ import (
 )
 
 func output(c *cli.Context, r record) error {
-	p, err := newPrinter(writeOut(c), c.App.Writer)
+	p, err := newPrinter(writeOut(c))
 	if err != nil {
 		return usageError{err}
 	}

@@ -22,7 +22,7 @@ type record struct {
 
 type printer func(io.Writer, record) error
 
-func newPrinter(format string, _ io.Writer) (printer, error) {
+func newPrinter(format string) (printer, error) {
 	switch format {
 	case "simple":
 		return printSimple, nil

@@ -54,11 +54,6 @@ type Revision struct {
 	Sub  int64
 }
 
-// Less orders revisions the way the key bucket does.
-func (r Revision) Less(o Revision) bool {
-	return r.Main < o.Main || (r.Main == o.Main && r.Sub < o.Sub)
-}
-
 // AppendKey appends the key-bucket encoding of r (with the tombstone mark when
 // tombstone is true) to dst.
 func (r Revision) AppendKey(dst []byte, tombstone bool) []byte {

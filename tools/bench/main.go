@@ -42,7 +42,6 @@ type sample struct {
 // cleanup runs after each run.
 type benchCase struct {
 	name    string
-	note    string
 	prepare func(i int) (kit, utl []string)
 	cleanup func()
 	floor   func() time.Duration // optional reference
@@ -87,7 +86,6 @@ func main() {
 			floor: seqRead,
 		},
 	}
-	cases = append(cases, extraCases(snap, utlSnap, etcdutl)...)
 
 	var rows []string
 	for _, c := range cases {
@@ -132,8 +130,6 @@ func main() {
 	}
 	writeReport(snap, fi.Size(), rows)
 }
-
-func extraCases(snap, utlSnap, etcdutl string) []benchCase { return nil }
 
 // measure runs a command to completion and returns its wall time and peak
 // RSS; it exits the bench if the command fails.
