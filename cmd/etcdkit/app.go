@@ -22,6 +22,7 @@ const (
 	exitInUse    = 4 // the db is locked by another process (a running etcd)
 	exitCorrupt  = 5 // integrity check failed: the data is damaged
 	exitMismatch = 6 // a hash or checksum does not match
+	exitRefused  = 7 // refused: the target exists or the disk is too small
 )
 
 var flagWriteOut = &cli.StringFlag{

@@ -21,7 +21,7 @@ func snapshotCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "snapshot",
 		Usage: "inspect and restore etcd snapshot files",
-		Subcommands: []*cli.Command{leaf(&cli.Command{
+		Subcommands: []*cli.Command{restoreCommand(), leaf(&cli.Command{
 			Name:      "status",
 			Usage:     "print hash, revision, total keys, size and storage version of a snapshot or db file",
 			ArgsUsage: "FILE",

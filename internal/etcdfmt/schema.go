@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -161,4 +162,15 @@ func ParseKeyValue(b []byte) (KeyValue, error) {
 		b = b[n:]
 	}
 	return kv, nil
+}
+
+// MemberKey is the key of a member in the members and members_removed
+// buckets: its ID in lower-case hex without leading zeros.
+func MemberKey(id uint64) []byte {
+	return strconv.AppendUint(nil, id, 16)
+}
+
+// Uint64Value encodes a meta value such as consistent_index or term.
+func Uint64Value(v uint64) []byte {
+	return binary.BigEndian.AppendUint64(nil, v)
 }

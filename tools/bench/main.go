@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -38,13 +40,13 @@ type sample struct {
 }
 
 // benchCase is one command measured for both tools. prepare returns the
-// argument lists for run i (it may create fresh output directories);
-// cleanup runs after each run.
+// command lines (program first) for run i (it may name fresh output
+// directories); cleanup runs after each run.
 type benchCase struct {
 	name    string
 	prepare func(i int) (kit, utl []string)
 	cleanup func()
-	floor   func() time.Duration // optional reference
+	floor   func() time.Duration // optional reference, measured in the same run
 	target  string
 }
 
@@ -70,20 +72,51 @@ func main() {
 	etcdutl := filepath.Join(*etcdBins, "etcdutl")
 
 	seqRead := func() time.Duration { return timeIt(func() { warm(snap) }) }
+	kit := func(args ...string) []string { return append([]string{*etcdkit}, args...) }
+	utl := func(args ...string) []string { return append([]string{etcdutl}, args...) }
+	restoreDir := filepath.Join(*cacheDir, "restore")
+	cleanRestore := func() { os.RemoveAll(restoreDir); syncFS(*cacheDir) }
+	const cluster3 = "m1=http://127.0.0.1:2380,m2=http://127.0.0.1:2381,m3=http://127.0.0.1:2382"
 	cases := []benchCase{
 		{
 			name: "snapshot status", target: "≤ 0.6x",
 			prepare: func(int) ([]string, []string) {
-				return []string{"snapshot", "status", snap}, []string{"snapshot", "status", utlSnap}
+				return kit("snapshot", "status", snap), utl("snapshot", "status", utlSnap)
 			},
 			floor: seqRead,
 		},
 		{
 			name: "hashkv", target: "≤ 0.8x",
 			prepare: func(int) ([]string, []string) {
-				return []string{"hashkv", snap}, []string{"hashkv", utlSnap}
+				return kit("hashkv", snap), utl("hashkv", utlSnap)
 			},
 			floor: seqRead,
+		},
+		{
+			name: "snapshot restore", target: "≤ 0.6x, ≤ 1.5x floor",
+			prepare: func(i int) ([]string, []string) {
+				return kit("snapshot", "restore", snap, "--data-dir", filepath.Join(restoreDir, "kit")),
+					utl("snapshot", "restore", snap, "--data-dir", filepath.Join(restoreDir, "utl"))
+			},
+			cleanup: cleanRestore,
+			floor: func() time.Duration {
+				defer cleanRestore()
+				return copySynced(snap, filepath.Join(restoreDir, "copy.db"))
+			},
+		},
+		{
+			name: "snapshot restore (3 members)", target: "≤ 0.6x",
+			prepare: func(i int) ([]string, []string) {
+				var sh []string
+				for _, m := range strings.Split(cluster3, ",") {
+					name, url, _ := strings.Cut(m, "=")
+					sh = append(sh, strings.Join(utl("snapshot", "restore", snap, "--name", name, "--initial-cluster", cluster3,
+						"--initial-advertise-peer-urls", url, "--data-dir", filepath.Join(restoreDir, "utl", name)), " "))
+				}
+				return kit("snapshot", "restore", snap, "--output-dir", filepath.Join(restoreDir, "kit"), "--initial-cluster", cluster3),
+					[]string{"/bin/sh", "-ec", strings.Join(sh, "\n")}
+			},
+			cleanup: cleanRestore,
 		},
 	}
 
@@ -104,9 +137,9 @@ func main() {
 			}
 			for _, isKit := range order {
 				if isKit {
-					kitS = append(kitS, measure(*etcdkit, kitArgs))
+					kitS = append(kitS, measure(kitArgs))
 				} else {
-					utlS = append(utlS, measure(etcdutl, utlArgs))
+					utlS = append(utlS, measure(utlArgs))
 				}
 			}
 			if c.cleanup != nil {
@@ -117,14 +150,15 @@ func main() {
 			}
 		}
 		k, u := median(kitS), median(utlS)
-		floor := "-"
+		floor, vsFloor := "-", "-"
 		if len(floors) > 0 {
 			sort.Slice(floors, func(i, j int) bool { return floors[i] < floors[j] })
-			floor = fmtDur(floors[len(floors)/2])
+			f := floors[len(floors)/2]
+			floor, vsFloor = fmtDur(f), fmt.Sprintf("%.2fx", float64(k.wall)/float64(f))
 		}
-		row := fmt.Sprintf("| %s | %s | %s | %.2fx (target %s) | %s | %s | %s |", c.name,
+		row := fmt.Sprintf("| %s | %s | %s | %.2fx | %s | %s | %s | %s | %s |", c.name,
 			fmtDur(k.wall), fmtDur(u.wall), float64(k.wall)/float64(u.wall), c.target,
-			fmtMiB(k.rss), fmtMiB(u.rss), floor)
+			fmtMiB(k.rss), fmtMiB(u.rss), floor, vsFloor)
 		log.Print(row)
 		rows = append(rows, row)
 	}
@@ -133,7 +167,8 @@ func main() {
 
 // measure runs a command to completion and returns its wall time and peak
 // RSS; it exits the bench if the command fails.
-func measure(bin string, args []string) sample {
+func measure(argv []string) sample {
+	bin, args := argv[0], argv[1:]
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout = io.Discard
 	var stderr strings.Builder
@@ -174,6 +209,35 @@ func warm(path string) {
 	}
 }
 
+// copySynced copies src to dst and fsyncs it: the floor of a restore.
+func copySynced(src, dst string) time.Duration {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		log.Fatal(err)
+	}
+	start := time.Now()
+	if err := copyFile(src, dst); err != nil {
+		log.Fatal(err)
+	}
+	f, err := os.OpenFile(dst, os.O_RDWR, 0)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		log.Fatal(err)
+	}
+	f.Close()
+	return time.Since(start)
+}
+
+// syncFS flushes the file system of dir, so that one run's deferred
+// writeback does not slow the next.
+func syncFS(dir string) {
+	if f, err := os.Open(dir); err == nil {
+		_ = unix.Syncfs(int(f.Fd()))
+		f.Close()
+	}
+}
+
 func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
@@ -202,8 +266,8 @@ func writeReport(snap string, size int64, rows []string) {
 	fmt.Fprintf(&b, "- etcdutl: %s\n", strings.TrimSpace(strings.SplitN(string(ver), "\n", 2)[0]))
 	fmt.Fprintf(&b, "- data: snapshot of %.2f GB from a real etcd 3.7: %d keys × %d revisions, %d-byte values (`%s`)\n",
 		float64(size)/1e9, *keys, *rounds, *valueSize, filepath.Base(snap))
-	fmt.Fprintf(&b, "- method: %d runs per tool, alternating which goes first, page cache warm; median wall time, worst peak RSS (getrusage maxrss); floor = one sequential read of the file\n\n", *runs)
-	b.WriteString("| command | etcdkit | etcdutl | ratio | etcdkit peak RSS | etcdutl peak RSS | floor |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "- method: %d runs per tool, alternating which goes first, page cache warm; median wall time, worst peak RSS (getrusage maxrss); floor = one sequential read of the file (status, hashkv) or one copy of it with fsync (restore), measured in the same run; etcdutl has no multi-member restore, so it runs once per member\n\n", *runs)
+	b.WriteString("| command | etcdkit | etcdutl | ratio | target | etcdkit peak RSS | etcdutl peak RSS | floor | etcdkit / floor |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		b.WriteString(r + "\n")
 	}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/etcdkit/etcdkit/restore"
+)
+
+func restoreCommand() *cli.Command {
+	return leaf(&cli.Command{
+		Name:  "restore",
+		Usage: "restore a snapshot into new data dirs (one member, or every member with --output-dir)",
+		Description: "Reads FILE once, checks its sha256 trailer while copying it, and writes each data dir\n" +
+			"under a temporary name, renamed into place only when complete and synced.\n" +
+			"Flags as etcdutl snapshot restore; --output-dir DIR writes DIR/<name>.etcd for every\n" +
+			"member of --initial-cluster in one run.",
+		ArgsUsage: "FILE",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "data-dir", Usage: "path to the output data directory (default: <name>.etcd)"},
+			&cli.StringFlag{Name: "wal-dir", Usage: "path to the WAL directory (default: inside --data-dir)"},
+			&cli.StringFlag{Name: "name", Value: restore.DefaultName, Usage: "human-readable name of this member"},
+			&cli.StringFlag{Name: "initial-cluster", Usage: "initial cluster configuration, name=peer-url,... (default: <name>=<initial-advertise-peer-urls>)"},
+			&cli.StringFlag{Name: "initial-cluster-token", Value: restore.DefaultToken, Usage: "initial cluster token of the restored cluster"},
+			&cli.StringFlag{Name: "initial-advertise-peer-urls", Value: restore.DefaultPeerURL, Usage: "this member's peer URLs, comma separated"},
+			&cli.StringFlag{Name: "output-dir", Usage: "write a data dir <name>.etcd for every member of --initial-cluster into this directory"},
+			&cli.BoolFlag{Name: "skip-hash-check", Usage: "do not check the sha256 trailer (required for a db copied from a data dir)"},
+			&cli.Uint64Flag{Name: "bump-revision", Usage: "increase the latest revision by this much (requires --mark-compacted)"},
+			&cli.BoolFlag{Name: "mark-compacted", Usage: "mark the bumped revision compacted, so watchers of older revisions are cancelled (requires --bump-revision)"},
+			&cli.Uint64Flag{Name: "initial-memory-map-size", Usage: "accepted for etcdutl compatibility; etcdkit does not map the db to restore it"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := needArgs(c, 1, "one snapshot FILE"); err != nil {
+				return err
+			}
+			path := c.Args().First()
+			cfg := restore.Config{
+				Name:                c.String("name"),
+				PeerURLs:            strings.Split(c.String("initial-advertise-peer-urls"), ","),
+				DataDir:             c.String("data-dir"),
+				WALDir:              c.String("wal-dir"),
+				OutputDir:           c.String("output-dir"),
+				InitialCluster:      c.String("initial-cluster"),
+				InitialClusterToken: c.String("initial-cluster-token"),
+				SkipHashCheck:       c.Bool("skip-hash-check"),
+				BumpRevision:        c.Uint64("bump-revision"),
+				MarkCompacted:       c.Bool("mark-compacted"),
+			}
+			if cfg.InitialCluster == "" {
+				cfg.InitialCluster = cfg.Name + "=" + c.String("initial-advertise-peer-urls")
+			}
+			if cfg.OutputDir != "" && (c.IsSet("data-dir") || c.IsSet("wal-dir")) {
+				return usageError{fmt.Errorf("--output-dir writes every member's data dir; it cannot be combined with --data-dir or --wal-dir")}
+			}
+			if (cfg.BumpRevision > 0) != cfg.MarkCompacted {
+				return usageError{fmt.Errorf("--mark-compacted and --bump-revision N (N > 0) go together")}
+			}
+			if fi, err := os.Stat(path); err == nil {
+				bar := newProgress(c.App.ErrWriter, "restoring", fi.Size())
+				cfg.Progress = bar.Set
+				defer bar.Done()
+			}
+			res, err := restore.Restore(c.Context, cfg, path)
+			if err != nil {
+				return err
+			}
+			return output(c, restoreRecord(path, res))
+		},
+	})
+}
+
+func restoreRecord(path string, r restore.Result) record {
+	rec := record{json: r, header: []string{"name", "member id", "data dir", "wal dir", "cluster id", "revision"}}
+	for _, m := range r.Members {
+		rec.rows = append(rec.rows, []string{m.Name, m.ID, m.DataDir, m.WALDir, r.ClusterID, fmt.Sprint(r.Revision)})
+	}
+	hash := r.SHA256
+	if hash == "" {
+		hash = "not checked"
+	}
+	rec.fields = [][2]string{
+		{"Snapshot", path}, {"SHA256", hash}, {"DBSize", fmt.Sprint(r.DBSize)},
+		{"Revision", fmt.Sprint(r.Revision)}, {"ClusterID", r.ClusterID},
+	}
+	for _, m := range r.Members {
+		rec.fields = append(rec.fields, [2]string{"Member " + m.Name, m.ID + " " + m.DataDir})
+	}
+	return rec
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/etcdkit/etcdkit/internal/testetcd"
+	"github.com/etcdkit/etcdkit/restore"
+)
+
+// TestRestoreCLI runs snapshot restore through the CLI: etcdutl's flags,
+// --output-dir, -w json, and the exit code and one-line message of each
+// refusal.
+func TestRestoreCLI(t *testing.T) {
+	p, loaded := testetcd.LoadedProcess(t, "3.7", testetcd.LoadSpec{Keys: 200, Rounds: 2, Seed: 3})
+	snap := testetcd.SaveSnapshot(t, p)
+	p.Stop()
+	dir := t.TempDir()
+
+	t.Run("etcdutl flags", func(t *testing.T) {
+		out, errOut, code := runCLI("snapshot", "restore", snap, "--name", "m1",
+			"--initial-cluster", "m1=http://127.0.0.1:2380,m2=http://127.0.0.1:2381",
+			"--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--initial-cluster-token", "t1",
+			"--data-dir", filepath.Join(dir, "m1"), "--wal-dir", filepath.Join(dir, "m1-wal"),
+			"--bump-revision", "100", "--mark-compacted", "-w", "json")
+		if code != 0 || errOut != "" {
+			t.Fatalf("exit %d, stderr %q", code, errOut)
+		}
+		var res restore.Result
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatalf("%v: %q", err, out)
+		}
+		if len(res.Members) != 1 || res.Members[0].Name != "m1" || res.Members[0].WALDir != filepath.Join(dir, "m1-wal") || res.Revision != loaded.Revision+100 || res.SHA256 == "" {
+			t.Errorf("result %+v", res)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "m1-wal", "0000000000000000-0000000000000000.wal")); err != nil {
+			t.Error(err)
+		}
+	})
+	t.Run("output-dir", func(t *testing.T) {
+		out, errOut, code := runCLI("snapshot", "restore", snap, "--output-dir", filepath.Join(dir, "all"),
+			"--initial-cluster", "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381,c=http://127.0.0.1:2382")
+		if code != 0 || errOut != "" {
+			t.Fatalf("exit %d, stderr %q", code, errOut)
+		}
+		if n := strings.Count(out, "\n"); n != 3 {
+			t.Errorf("want one line per member, got %q", out)
+		}
+		for _, m := range []string{"a", "b", "c"} {
+			if _, err := os.Stat(filepath.Join(dir, "all", m+".etcd", "member", "snap", "db")); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	t.Run("default name and cluster", func(t *testing.T) {
+		// Like etcdutl, but --initial-cluster follows --name.
+		out, errOut, code := runCLI("snapshot", "restore", snap, "--name", "solo", "--data-dir", filepath.Join(dir, "solo"))
+		if code != 0 || !strings.HasPrefix(out, "solo, ") {
+			t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+		}
+	})
+
+	damaged := filepath.Join(dir, "damaged.db")
+	b, _ := os.ReadFile(snap)
+	b[len(b)/3] ^= 1
+	os.WriteFile(damaged, b, 0o600)
+	raw := filepath.Join(dir, "raw.db")
+	testetcd.CopyFile(t, p.DBPath(), raw)
+	full := filepath.Join(dir, "full")
+	os.MkdirAll(filepath.Join(full, "member"), 0o700)
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		contains string
+	}{
+		{"hash mismatch", []string{"snapshot", "restore", damaged, "--data-dir", filepath.Join(dir, "x")}, exitMismatch, "damaged.db: snapshot sha256 mismatch: expected "},
+		{"no trailer", []string{"snapshot", "restore", raw, "--data-dir", filepath.Join(dir, "x")}, exitInput, "raw.db: snapshot has no sha256 trailer"},
+		{"not empty", []string{"snapshot", "restore", snap, "--data-dir", full}, exitRefused, "not empty"},
+		{"bump alone", []string{"snapshot", "restore", snap, "--bump-revision", "5", "--data-dir", filepath.Join(dir, "x")}, exitUsage, "--mark-compacted"},
+		{"output-dir with data-dir", []string{"snapshot", "restore", snap, "--output-dir", dir, "--data-dir", filepath.Join(dir, "x")}, exitUsage, "--output-dir"},
+		{"name not in cluster", []string{"snapshot", "restore", snap, "--name", "x", "--initial-cluster", "y=http://127.0.0.1:2380", "--data-dir", filepath.Join(dir, "x")}, exitUsage, "x"},
+		{"no file", []string{"snapshot", "restore", "--data-dir", filepath.Join(dir, "x")}, exitUsage, "expected one snapshot FILE"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { expectFailure(t, tc.args, tc.code, tc.contains) })
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x")); err == nil {
+		t.Error("a failed restore left its data dir")
+	}
+	if _, err := os.Stat(raw); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestRestoreProgress: the progress bar appears when stderr is a terminal
+// and not otherwise.
+func TestRestoreProgress(t *testing.T) {
+	m := testetcd.StartSingle(t)
+	if _, err := testetcd.Load(testetcd.Ctx(t, time.Minute), m.Client(t), testetcd.LoadSpec{Keys: 100, Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	m.Stop()
+	dir := t.TempDir()
+
+	_, errOut, code := runCLI("snapshot", "restore", m.DBPath(), "--skip-hash-check", "--data-dir", filepath.Join(dir, "quiet"))
+	if code != 0 || errOut != "" {
+		t.Fatalf("not a terminal: exit %d, stderr %q", code, errOut)
+	}
+
+	ptmx, tty := openPTY(t)
+	stdout, err := os.Create(filepath.Join(dir, "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code = run([]string{"etcdkit", "snapshot", "restore", m.DBPath(), "--skip-hash-check", "--data-dir", filepath.Join(dir, "tty")}, stdout, tty)
+	tty.Close()
+	buf := make([]byte, 4096)
+	n, _ := ptmx.Read(buf)
+	if got := string(buf[:n]); code != 0 || !strings.Contains(got, "restoring [") || !strings.Contains(got, "100%") {
+		t.Fatalf("terminal: exit %d, stderr %q", code, got)
+	}
+}
+
+// openPTY opens a pseudo-terminal pair: the controlling side and the
+// terminal a program writes to.
+func openPTY(t *testing.T) (ptmx, tty *os.File) {
+	t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ptmx.Close() })
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tty, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ptmx, tty
+}

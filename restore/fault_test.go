@@ -1,0 +1,416 @@
+package restore_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/testetcd"
+	"github.com/etcdkit/etcdkit/restore"
+	"github.com/etcdkit/etcdkit/snapshot"
+)
+
+// The 3.7 snapshot shared by the fault tests.
+var (
+	faultOnce sync.Once
+	faultSrc  source
+	faultRaw  string // a member's db copied from its stopped data dir
+	faultDir  string // holds both; removed by TestMain
+)
+
+func faultSource(t *testing.T) source {
+	faultOnce.Do(func() {
+		p, loaded := testetcd.LoadedProcess(t, "3.7", testetcd.SmallSpec)
+		cli := testetcd.NewClient(t, p.ClientURL)
+		dir, err := os.MkdirTemp("", "etcdkit-fault-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		faultDir = dir
+		faultSrc.path = filepath.Join(dir, "snap.db")
+		testetcd.Run(t, p.Bins.Etcdctl, "--endpoints", p.ClientURL, "snapshot", "save", faultSrc.path)
+		hk, err := cli.HashKV(testetcd.Ctx(t, 30*time.Second), p.ClientURL, loaded.Revision)
+		if err != nil {
+			t.Fatal(err)
+		}
+		faultSrc.line, faultSrc.revision, faultSrc.hashKV = "3.7", loaded.Revision, hk.Hash
+		faultSrc.state = testetcd.ReadState(t, cli, loaded.Revision)
+		p.Stop()
+		faultRaw = filepath.Join(dir, "raw.db")
+		testetcd.CopyFile(t, p.DBPath(), faultRaw)
+	})
+	if faultSrc.path == "" {
+		t.Fatal("fault source not prepared")
+	}
+	return faultSrc
+}
+
+// entries lists a directory's names.
+func entries(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	return names
+}
+
+func singleConfig(dir string) restore.Config {
+	return restore.Config{
+		Name: "default", PeerURLs: []string{restore.DefaultPeerURL},
+		InitialCluster: "default=" + restore.DefaultPeerURL, InitialClusterToken: restore.DefaultToken,
+		DataDir: filepath.Join(dir, "out.etcd"),
+	}
+}
+
+// TestRestoreRefuses covers bad input and bad targets: each fails with its
+// own error, leaves the input unchanged and writes nothing under a real
+// name (the parent directory holds exactly what it held before).
+func TestRestoreRefuses(t *testing.T) {
+	src := faultSource(t)
+	type setup struct {
+		dir, snap string
+		cfg       restore.Config
+	}
+	damaged := func(t *testing.T, dir string, edit func([]byte) []byte) string {
+		b, err := os.ReadFile(src.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, "damaged.db")
+		if err := os.WriteFile(p, edit(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		name    string
+		prepare func(t *testing.T, s *setup)
+		want    error
+		msg     string
+	}{
+		{"no trailer", func(t *testing.T, s *setup) { s.snap = faultRaw }, restore.ErrNoTrailer, "--skip-hash-check"},
+		{"hash mismatch", func(t *testing.T, s *setup) {
+			s.snap = damaged(t, s.dir, func(b []byte) []byte { b[len(b)/2] ^= 0x40; return b })
+		}, restore.ErrHashMismatch, "expected "},
+		{"truncated", func(t *testing.T, s *setup) {
+			s.snap = damaged(t, s.dir, func(b []byte) []byte { return b[:len(b)/2+100] })
+		}, boltdb.ErrDamaged, "truncated"},
+		{"truncated at a page boundary", func(t *testing.T, s *setup) {
+			s.snap = damaged(t, s.dir, func(b []byte) []byte { return append(b[:len(b)/2/4096*4096], b[len(b)-32:]...) })
+		}, boltdb.ErrDamaged, "truncated"},
+		{"truncated without hash check", func(t *testing.T, s *setup) {
+			s.snap = damaged(t, s.dir, func(b []byte) []byte { return b[:len(b)/2] })
+			s.cfg.SkipHashCheck = true
+		}, boltdb.ErrDamaged, "truncated"},
+		{"not a bolt file", func(t *testing.T, s *setup) {
+			s.snap = damaged(t, s.dir, func(b []byte) []byte { return []byte(strings.Repeat("not a db\n", 1000)) })
+		}, boltdb.ErrNotBolt, ""},
+		{"missing file", func(t *testing.T, s *setup) { s.snap = filepath.Join(s.dir, "nope.db") }, os.ErrNotExist, ""},
+		{"data dir not empty", func(t *testing.T, s *setup) {
+			os.MkdirAll(filepath.Join(s.cfg.DataDir, "member"), 0o700)
+		}, restore.ErrTargetExists, "not empty"},
+		{"wal dir exists", func(t *testing.T, s *setup) {
+			s.cfg.WALDir = filepath.Join(s.dir, "wal")
+			os.MkdirAll(s.cfg.WALDir, 0o700)
+		}, restore.ErrTargetExists, "wal dir"},
+		{"name not in cluster", func(t *testing.T, s *setup) { s.cfg.Name = "other" }, restore.ErrConfig, "other"},
+		{"bump without mark-compacted", func(t *testing.T, s *setup) { s.cfg.BumpRevision = 5 }, restore.ErrConfig, "--mark-compacted"},
+		{"duplicate peer url", func(t *testing.T, s *setup) {
+			s.cfg.OutputDir = filepath.Join(s.dir, "all")
+			s.cfg.InitialCluster = "a=http://127.0.0.1:1,b=http://127.0.0.1:1"
+		}, restore.ErrConfig, "duplicate"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := &setup{dir: dir, snap: src.path, cfg: singleConfig(dir)}
+			tc.prepare(t, s)
+			before := entries(t, dir)
+			var sum [32]byte
+			if _, err := os.Stat(s.snap); err == nil {
+				sum = testetcd.FileSum(t, s.snap)
+			}
+			_, err := restore.Restore(context.Background(), s.cfg, s.snap)
+			if !errors.Is(err, tc.want) || !strings.Contains(fmt.Sprint(err), tc.msg) {
+				t.Fatalf("error %v, want %v mentioning %q", err, tc.want, tc.msg)
+			}
+			if after := entries(t, dir); strings.Join(after, ",") != strings.Join(before, ",") {
+				t.Errorf("directory now holds %v, before %v", after, before)
+			}
+			if _, err := os.Stat(s.snap); err == nil && testetcd.FileSum(t, s.snap) != sum {
+				t.Error("the input changed")
+			}
+		})
+	}
+}
+
+// TestRestoreNoSpace: a source larger than the free space is refused before
+// anything is written.
+func TestRestoreNoSpace(t *testing.T) {
+	src := faultSource(t)
+	dir := t.TempDir()
+	f, err := os.Open(src.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, err = restore.RestoreFrom(context.Background(), singleConfig(dir), f, src.path, 1<<60)
+	if !errors.Is(err, restore.ErrNoSpace) {
+		t.Fatalf("error %v, want ErrNoSpace", err)
+	}
+	if e := entries(t, dir); len(e) != 0 {
+		t.Errorf("left %v", e)
+	}
+}
+
+// TestRestoreRawDB restores a member's db copied from a stopped data dir
+// (no trailer, two different meta pages) with SkipHashCheck, as etcdutl
+// does, and boots it.
+func TestRestoreRawDB(t *testing.T) {
+	src := faultSource(t)
+	ps, ic := peers(t, "raw")
+	dir := t.TempDir()
+	cfg := restore.Config{Name: "raw", PeerURLs: []string{ps[0].peerURL()}, InitialCluster: ic, InitialClusterToken: "tok",
+		DataDir: filepath.Join(dir, "raw.etcd"), SkipHashCheck: true}
+	res, err := restore.Restore(context.Background(), cfg, faultRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.SHA256 != "" {
+		t.Errorf("hash reported as checked: %s", res.SHA256)
+	}
+	ref := filepath.Join(dir, "ref.etcd")
+	testetcd.Run(t, testetcd.Binaries(t, "3.7").Etcdutl, "snapshot", "restore", faultRaw, "--skip-hash-check",
+		"--name", "raw", "--initial-cluster", ic, "--initial-advertise-peer-urls", ps[0].peerURL(),
+		"--initial-cluster-token", "tok", "--data-dir", ref)
+	ours, err := snapshot.ReadStatus(filepath.Join(cfg.DataDir, "member", "snap", "db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := snapshot.ReadStatus(filepath.Join(ref, "member", "snap", "db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ours.Hash != theirs.Hash {
+		t.Errorf("db status %+v, etcdutl's %+v", ours, theirs)
+	}
+	boot(t, src, ps, ic, "tok", func(peer) string { return cfg.DataDir }, res)
+}
+
+// childSpec is a restore run in a child process, so the test can kill it.
+type childSpec struct {
+	Snapshot  string
+	DataDir   string
+	WALDir    string
+	OutputDir string
+	PauseAt   string // a phase name, or "half" for the middle of the copy
+	FileLimit uint64 // RLIMIT_FSIZE, to fail writes as a full disk does
+}
+
+const childEnv = "ETCDKIT_TEST_RESTORE_CHILD"
+
+// runChild is the child's side: restore as told, printing each phase and
+// sleeping at PauseAt until killed.
+func runChild(spec string) int {
+	var cs childSpec
+	if err := json.Unmarshal([]byte(spec), &cs); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	phase := func(p string) {
+		fmt.Println(p)
+		if p == cs.PauseAt {
+			time.Sleep(time.Hour)
+		}
+	}
+	restore.SetPhaseHook(phase)
+	if cs.FileLimit > 0 {
+		signal.Ignore(syscall.SIGXFSZ)
+		lim := syscall.Rlimit{Cur: cs.FileLimit, Max: cs.FileLimit}
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+	}
+	cfg := singleConfig("")
+	cfg.DataDir, cfg.WALDir = cs.DataDir, cs.WALDir
+	if cs.OutputDir != "" {
+		cfg = restore.Config{OutputDir: cs.OutputDir, InitialCluster: "a=http://127.0.0.1:1,b=http://127.0.0.1:2,c=http://127.0.0.1:3", InitialClusterToken: "tok"}
+	}
+	fi, _ := os.Stat(cs.Snapshot)
+	half := false
+	cfg.Progress = func(done int64) {
+		if !half && done >= fi.Size()/2 {
+			half = true
+			phase("half")
+		}
+	}
+	if _, err := restore.Restore(context.Background(), cfg, cs.Snapshot); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// startChild runs a child restore and returns when it has printed the
+// phase pauseAt (or has exited).
+func startChild(t *testing.T, cs childSpec) (*exec.Cmd, *strings.Builder) {
+	t.Helper()
+	b, _ := json.Marshal(cs)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+string(b))
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if sc.Text() == cs.PauseAt {
+			return cmd, stderr
+		}
+	}
+	return cmd, stderr
+}
+
+// TestRestoreKilled kills a restore with SIGKILL at every step — before the
+// copy, in the middle of it, after it, after the db edit, after the WAL,
+// after syncing, between the WAL dir's and the data dir's rename, and after
+// the last rename — and checks that each target then either does not exist
+// or is complete, and that restoring again works.
+func TestRestoreKilled(t *testing.T) {
+	src := faultSource(t)
+	// The complete result, to compare a surviving data dir with.
+	refDir := t.TempDir()
+	if _, err := restore.Restore(context.Background(), singleConfig(refDir), src.path); err != nil {
+		t.Fatal(err)
+	}
+	ref, err := snapshot.ReadStatus(filepath.Join(refDir, "out.etcd", "member", "snap", "db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	complete := func(t *testing.T, dataDir, walDir string) {
+		t.Helper()
+		st, err := snapshot.ReadStatus(filepath.Join(dataDir, "member", "snap", "db"), time.Second)
+		if err != nil || st.Hash != ref.Hash {
+			t.Fatalf("%s is there but not complete: %+v %v", dataDir, st, err)
+		}
+		if walDir == "" {
+			walDir = filepath.Join(dataDir, "member", "wal")
+		}
+		for _, f := range []string{filepath.Join(walDir, "0000000000000000-0000000000000000.wal"),
+			filepath.Join(dataDir, "member", "snap", "0000000000000001-0000000000000001.snap")} {
+			if _, err := os.Stat(f); err != nil {
+				t.Fatalf("incomplete: %v", err)
+			}
+		}
+	}
+	phases := []string{"copy", "half", "copied", "db-finished", "wal-written", "synced", "wal-renamed", "committed"}
+	for _, sepWAL := range []bool{false, true} {
+		for _, phase := range phases {
+			if phase == "wal-renamed" && !sepWAL {
+				continue
+			}
+			t.Run(fmt.Sprintf("wal-dir=%v/%s", sepWAL, phase), func(t *testing.T) {
+				dir := t.TempDir()
+				cs := childSpec{Snapshot: src.path, DataDir: filepath.Join(dir, "out.etcd"), PauseAt: phase}
+				if sepWAL {
+					cs.WALDir = filepath.Join(dir, "wal")
+				}
+				cmd, stderr := startChild(t, cs)
+				cmd.Process.Kill()
+				cmd.Wait()
+				_, dataErr := os.Stat(cs.DataDir)
+				_, walErr := os.Stat(cs.WALDir)
+				switch {
+				case dataErr == nil:
+					complete(t, cs.DataDir, cs.WALDir)
+					if phase != "committed" {
+						t.Errorf("data dir under its real name after a kill at %q", phase)
+					}
+				case phase == "committed":
+					t.Fatalf("killed after the commit but no data dir: %v %s", dataErr, stderr)
+				case sepWAL && walErr == nil:
+					// Killed between the two renames: the data dir, which
+					// etcd needs, is absent; a retry says what to remove.
+					if phase != "wal-renamed" {
+						t.Errorf("wal dir under its real name after a kill at %q", phase)
+					}
+					_, err := restore.Restore(context.Background(), restoreCfg(cs), src.path)
+					if !errors.Is(err, restore.ErrTargetExists) || !strings.Contains(err.Error(), "interrupted") {
+						t.Fatalf("retry: %v", err)
+					}
+					os.RemoveAll(cs.WALDir)
+					fallthrough
+				default:
+					// Nothing under a real name; a retry cleans the
+					// leftovers of the killed run and succeeds.
+					if _, err := restore.Restore(context.Background(), restoreCfg(cs), src.path); err != nil {
+						t.Fatalf("retry after kill at %q: %v", phase, err)
+					}
+					complete(t, cs.DataDir, cs.WALDir)
+					want := []string{"out.etcd"}
+					if sepWAL {
+						want = []string{"out.etcd", "wal"}
+					}
+					if got := entries(t, dir); strings.Join(got, ",") != strings.Join(want, ",") {
+						t.Errorf("after the retry the directory holds %v, want %v", got, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+func restoreCfg(cs childSpec) restore.Config {
+	cfg := singleConfig("")
+	cfg.DataDir, cfg.WALDir = cs.DataDir, cs.WALDir
+	return cfg
+}
+
+// TestRestoreDiskFull fails the copy's writes part way, as a full disk
+// does (RLIMIT_FSIZE in a child process), for one member and for three:
+// the restore reports the write error and leaves nothing behind.
+func TestRestoreDiskFull(t *testing.T) {
+	src := faultSource(t)
+	for _, all := range []bool{false, true} {
+		t.Run(fmt.Sprintf("output-dir=%v", all), func(t *testing.T) {
+			dir := t.TempDir()
+			cs := childSpec{Snapshot: src.path, DataDir: filepath.Join(dir, "out.etcd"), FileLimit: 4 << 20}
+			if all {
+				cs = childSpec{Snapshot: src.path, OutputDir: dir, FileLimit: 4 << 20}
+			}
+			cmd, stderr := startChild(t, cs)
+			err := cmd.Wait()
+			if err == nil || !strings.Contains(stderr.String(), "file too large") {
+				t.Fatalf("exit %v, stderr %q; want a write error", err, stderr)
+			}
+			if e := entries(t, dir); len(e) != 0 {
+				t.Errorf("left %v", e)
+			}
+		})
+	}
+}

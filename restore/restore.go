@@ -1,0 +1,471 @@
+// Package restore turns an etcd snapshot into data dirs that etcd boots, as
+// `etcdutl snapshot restore` does, but for every member of the cluster in one
+// run, reading the snapshot once (the sha256 trailer is checked while the db
+// is copied), building each data dir under a temporary name and renaming it
+// into place only when it is complete and synced.
+//
+// The db is edited with bbolt (membership, consistent index, the optional
+// revision bump); the WAL and the .snap file are written with etcd's own
+// wal and snap packages, so the result is what etcd itself would read.
+package restore
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.etcd.io/etcd/client/pkg/v3/types"
+	"go.etcd.io/etcd/server/v3/config"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/etcdkit/etcdkit/internal/boltdb"
+)
+
+// Defaults of etcdutl snapshot restore.
+const (
+	DefaultName     = "default"
+	DefaultPeerURL  = "http://localhost:2380"
+	DefaultToken    = "etcd-cluster"
+	tempMarker      = ".etcdkit-restore-"
+	dirPerm         = 0o700
+	dbPerm          = 0o600
+	consensusTerm   = 1 // the term of the new cluster's first entries
+	defaultDirShape = "%s.etcd"
+)
+
+// Errors a caller maps to exit codes.
+var (
+	// ErrHashMismatch: the snapshot's bytes do not match its sha256 trailer.
+	ErrHashMismatch = errors.New("snapshot sha256 mismatch")
+	// ErrNoTrailer: the input has no sha256 trailer and the hash check was
+	// not skipped.
+	ErrNoTrailer = errors.New("snapshot has no sha256 trailer (a db copied from a data dir? then pass --skip-hash-check)")
+	// ErrTargetExists: a data dir is not empty or a WAL dir exists.
+	ErrTargetExists = errors.New("refusing to overwrite")
+	// ErrNoSpace: the target file system has too little free space.
+	ErrNoSpace = errors.New("not enough free disk space")
+	// ErrNotEtcd: a bolt file without etcd's buckets.
+	ErrNotEtcd = errors.New("not an etcd db")
+	// ErrConfig: the cluster flags are inconsistent.
+	ErrConfig = errors.New("bad restore configuration")
+)
+
+// Config says what to restore where. With OutputDir set, every member of
+// InitialCluster gets a data dir OutputDir/<name>.etcd, and Name, PeerURLs,
+// DataDir and WALDir are not used; otherwise one data dir is written for
+// the member Name, as etcdutl does.
+type Config struct {
+	Name                string
+	PeerURLs            []string
+	DataDir             string // default <Name>.etcd
+	WALDir              string // default <DataDir>/member/wal
+	OutputDir           string
+	InitialCluster      string
+	InitialClusterToken string
+
+	SkipHashCheck bool
+	BumpRevision  uint64 // add to the latest revision; needs MarkCompacted
+	MarkCompacted bool   // mark the bumped revision compacted
+
+	// Progress, when set, is called with the bytes of the snapshot read so
+	// far.
+	Progress func(done int64)
+	// Logger receives etcd's wal and snap packages' logs; nil is silent.
+	Logger *zap.Logger
+}
+
+// Member is one restored data dir.
+type Member struct {
+	Name    string `json:"name"`
+	ID      string `json:"id"` // hex, as etcdctl member list prints it
+	DataDir string `json:"dataDir"`
+	WALDir  string `json:"walDir,omitempty"`
+}
+
+// Result describes a finished restore.
+type Result struct {
+	ClusterID string   `json:"clusterId"`
+	Members   []Member `json:"members"`
+	// Revision is the latest revision in the restored db (after a bump).
+	Revision int64 `json:"revision"`
+	// DBSize is the size of the snapshot's db without its trailer.
+	DBSize int64 `json:"dbSize"`
+	// SHA256 is the verified hash, empty when the check was skipped.
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// target is one member's data dir being built.
+type target struct {
+	member     *membership.Member
+	dataDir    string // final names
+	walDir     string // "" when inside dataDir
+	tmpData    string // temporary siblings
+	tmpWAL     string
+	db         *os.File
+	committed  bool
+	dataExists bool // dataDir exists (and is empty)
+}
+
+func (t *target) dbPath() string  { return filepath.Join(t.tmpData, "member", "snap", "db") }
+func (t *target) snapDir() string { return filepath.Join(t.tmpData, "member", "snap") }
+func (t *target) walPath() string {
+	if t.walDir != "" {
+		return t.tmpWAL
+	}
+	return filepath.Join(t.tmpData, "member", "wal")
+}
+
+// phaseHook is called as a restore passes each step; tests use it to kill
+// the process at every point that matters.
+var phaseHook = func(phase string) {}
+
+// Restore restores the snapshot file at path.
+func Restore(ctx context.Context, cfg Config, path string) (Result, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Result{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return Result{}, err
+	}
+	if fi.IsDir() {
+		return Result{}, fmt.Errorf("%s: is a directory, not a snapshot file", path)
+	}
+	m, err := boltdb.ReadMeta(f)
+	if err == nil {
+		err = m.CheckSize(fi.Size())
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: %w", path, err)
+	}
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
+	return RestoreFrom(ctx, cfg, f, path, fi.Size())
+}
+
+// RestoreFrom restores a snapshot read from r; name says where it comes
+// from in messages about the input. size is its length in bytes if known
+// (for the free-space check), else -1.
+func RestoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size int64) (res Result, err error) {
+	lg := cfg.Logger
+	if lg == nil {
+		lg = zap.NewNop()
+	}
+	cl, targets, err := cfg.plan(lg)
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		if err != nil {
+			for _, t := range targets {
+				t.abort()
+			}
+		}
+	}()
+	for _, t := range targets {
+		if err := t.prepare(); err != nil {
+			return res, err
+		}
+	}
+	if size > 0 {
+		if err := checkSpace(targets, size); err != nil {
+			return res, err
+		}
+	}
+	files := make([]*os.File, len(targets))
+	for i, t := range targets {
+		files[i] = t.db
+	}
+	phaseHook("copy")
+	cp, err := streamSnapshot(ctx, r, name, files, !cfg.SkipHashCheck, cfg.Progress)
+	if err != nil {
+		return res, err
+	}
+	switch {
+	case !cp.HasTrailer && !cfg.SkipHashCheck:
+		return res, fmt.Errorf("%s: %w", name, ErrNoTrailer)
+	case cp.HashChecked && cp.HasTrailer && cp.Actual != cp.Expected:
+		return res, fmt.Errorf("%s: %w: expected %s, got %s (the file is damaged or incomplete)",
+			name, ErrHashMismatch, hex.EncodeToString(cp.Expected[:]), hex.EncodeToString(cp.Actual[:]))
+	}
+	m, err := boltdb.ReadMeta(targets[0].db)
+	if err == nil {
+		err = m.CheckSize(cp.Size)
+	}
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", name, err)
+	}
+	res.DBSize = cp.Size
+	if cp.HashChecked && cp.HasTrailer {
+		res.SHA256 = hex.EncodeToString(cp.Actual[:])
+	}
+
+	phaseHook("copied")
+	commit := uint64(len(cl.Members()))
+	for _, t := range targets {
+		rev, err := finishDB(t.db, cl, commit, consensusTerm, cfg.BumpRevision)
+		t.db = nil
+		if err != nil {
+			return res, err
+		}
+		res.Revision = rev
+		phaseHook("db-finished")
+		if err := writeWALAndSnap(lg, t.walPath(), t.snapDir(), cl, t.member.ID, commit, consensusTerm); err != nil {
+			return res, err
+		}
+		phaseHook("wal-written")
+		if err := t.syncDirs(); err != nil {
+			return res, err
+		}
+	}
+	phaseHook("synced")
+	for _, t := range targets {
+		if err := t.commit(); err != nil {
+			return res, err
+		}
+		res.Members = append(res.Members, Member{Name: t.member.Name, ID: t.member.ID.String(), DataDir: t.dataDir, WALDir: t.walDir})
+	}
+	res.ClusterID = cl.ID().String()
+	return res, nil
+}
+
+// plan validates the configuration as etcd validates its bootstrap flags
+// and names the data dirs to write.
+func (cfg Config) plan(lg *zap.Logger) (*membership.RaftCluster, []*target, error) {
+	if (cfg.BumpRevision > 0) != cfg.MarkCompacted {
+		return nil, nil, fmt.Errorf("%w: --bump-revision and --mark-compacted go together", ErrConfig)
+	}
+	ics, err := types.NewURLsMap(cfg.InitialCluster)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: --initial-cluster %q: %v", ErrConfig, cfg.InitialCluster, err)
+	}
+	if config.CheckDuplicateURL(ics) {
+		return nil, nil, fmt.Errorf("%w: --initial-cluster %s has a duplicate peer URL", ErrConfig, ics)
+	}
+	cl, err := membership.NewClusterFromURLsMap(lg, cfg.InitialClusterToken, ics)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	verify := func(name string, urls []string) error {
+		purls, err := types.NewURLs(urls)
+		if err != nil {
+			return fmt.Errorf("%w: --initial-advertise-peer-urls %q: %v", ErrConfig, strings.Join(urls, ","), err)
+		}
+		sc := config.ServerConfig{Logger: lg, Name: name, PeerURLs: purls, InitialPeerURLsMap: ics, InitialClusterToken: cfg.InitialClusterToken}
+		if err := sc.VerifyBootstrap(); err != nil {
+			return fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+		return nil
+	}
+	var targets []*target
+	if cfg.OutputDir != "" {
+		for _, m := range cl.Members() {
+			if err := verify(m.Name, m.PeerURLs); err != nil {
+				return nil, nil, err
+			}
+			targets = append(targets, &target{member: m, dataDir: filepath.Join(cfg.OutputDir, fmt.Sprintf(defaultDirShape, m.Name))})
+		}
+		return cl, targets, nil
+	}
+	if err := verify(cfg.Name, cfg.PeerURLs); err != nil {
+		return nil, nil, err
+	}
+	dataDir := cfg.DataDir
+	if dataDir == "" {
+		dataDir = fmt.Sprintf(defaultDirShape, cfg.Name)
+	}
+	t := &target{member: cl.MemberByName(cfg.Name), dataDir: dataDir, walDir: cfg.WALDir}
+	if t.walDir != "" && filepath.Clean(t.walDir) == filepath.Join(filepath.Clean(dataDir), "member", "wal") {
+		t.walDir = ""
+	}
+	return cl, []*target{t}, nil
+}
+
+// prepare refuses existing targets, removes what an interrupted restore of
+// the same target left, and creates the temporary data dir and db file.
+func (t *target) prepare() error {
+	if entries, err := os.ReadDir(t.dataDir); err == nil {
+		if len(entries) > 0 {
+			return fmt.Errorf("%w: data dir %s is not empty (restore into a new directory, or remove it first)", ErrTargetExists, t.dataDir)
+		}
+		t.dataExists = true
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("data dir %s: %w", t.dataDir, err)
+	}
+	if t.walDir != "" {
+		if _, err := os.Lstat(t.walDir); err == nil {
+			if !t.dataExists {
+				return fmt.Errorf("%w: wal dir %s exists but data dir %s does not (left by an interrupted restore?); remove the wal dir and retry", ErrTargetExists, t.walDir, t.dataDir)
+			}
+			return fmt.Errorf("%w: wal dir %s exists (remove it first)", ErrTargetExists, t.walDir)
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("wal dir %s: %w", t.walDir, err)
+		}
+	}
+	var err error
+	if t.tmpData, err = tempSibling(t.dataDir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(t.snapDir(), dirPerm); err != nil {
+		return fmt.Errorf("create %s: %w", t.snapDir(), err)
+	}
+	if t.walDir != "" {
+		if t.tmpWAL, err = tempSibling(t.walDir); err != nil {
+			return err
+		}
+	}
+	t.db, err = os.OpenFile(t.dbPath(), os.O_RDWR|os.O_CREATE|os.O_EXCL, dbPerm)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", t.dbPath(), err)
+	}
+	return nil
+}
+
+// tempSibling returns the temporary name for dir, next to it so that the
+// final rename stays on one file system: .<base>.etcdkit-restore-<pid>. A
+// leftover of an earlier restore whose process is gone is removed first.
+func tempSibling(dir string) (string, error) {
+	parent, base := filepath.Split(filepath.Clean(dir))
+	if parent == "" {
+		parent = "."
+	}
+	if err := os.MkdirAll(parent, dirPerm); err != nil {
+		return "", fmt.Errorf("create %s: %w", parent, err)
+	}
+	prefix := "." + base + tempMarker
+	stale, _ := filepath.Glob(filepath.Join(parent, prefix+"*"))
+	for _, s := range stale {
+		var pid int
+		if _, err := fmt.Sscanf(strings.TrimPrefix(filepath.Base(s), prefix), "%d", &pid); err == nil && pid > 0 && pid != os.Getpid() {
+			if unix.Kill(pid, 0) == unix.ESRCH {
+				_ = os.RemoveAll(s)
+			}
+		}
+	}
+	tmp := filepath.Join(parent, fmt.Sprintf("%s%d", prefix, os.Getpid()))
+	if err := os.RemoveAll(tmp); err != nil {
+		return "", err
+	}
+	if err := os.Mkdir(tmp, dirPerm); err != nil {
+		return "", fmt.Errorf("create %s: %w", tmp, err)
+	}
+	return tmp, nil
+}
+
+// syncDirs makes the entries of the temporary data dir durable.
+func (t *target) syncDirs() error {
+	dirs := []string{t.snapDir(), filepath.Join(t.tmpData, "member"), t.tmpData}
+	if t.walDir != "" {
+		dirs = append(dirs, t.tmpWAL)
+	}
+	for _, d := range dirs {
+		if err := syncDir(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// commit renames the finished dirs into place: the WAL dir first, the data
+// dir last, so a data dir under its real name is always complete.
+func (t *target) commit() error {
+	if t.walDir != "" {
+		if err := renameSynced(t.tmpWAL, t.walDir); err != nil {
+			return err
+		}
+		phaseHook("wal-renamed")
+	}
+	if err := renameSynced(t.tmpData, t.dataDir); err != nil {
+		return err
+	}
+	t.committed = true
+	phaseHook("committed")
+	return nil
+}
+
+// abort removes everything the target wrote under temporary names.
+func (t *target) abort() {
+	if t.db != nil {
+		t.db.Close()
+	}
+	if t.committed {
+		return
+	}
+	if t.tmpData != "" {
+		os.RemoveAll(t.tmpData)
+	}
+	if t.tmpWAL != "" {
+		os.RemoveAll(t.tmpWAL)
+	}
+}
+
+func renameSynced(from, to string) error {
+	if err := os.Rename(from, to); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", from, to, err)
+	}
+	return syncDir(filepath.Dir(to))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// checkSpace refuses to start when the target file systems cannot hold a db
+// of size bytes for every target (WAL segments are preallocated to 64 MB).
+func checkSpace(targets []*target, size int64) error {
+	const walSegment = 64 << 20
+	type fsNeed struct {
+		dir         string
+		need, avail int64
+	}
+	byFS := map[[2]int32]*fsNeed{}
+	add := func(dir string, n int64) error {
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err != nil {
+			return fmt.Errorf("statfs %s: %w", dir, err)
+		}
+		f := byFS[st.Fsid.Val]
+		if f == nil {
+			f = &fsNeed{dir: dir, avail: int64(st.Bavail) * st.Bsize}
+			byFS[st.Fsid.Val] = f
+		}
+		f.need += n
+		return nil
+	}
+	for _, t := range targets {
+		walFS := t.tmpData
+		if t.walDir != "" {
+			walFS = t.tmpWAL
+		}
+		if err := add(t.tmpData, size); err != nil {
+			return err
+		}
+		if err := add(walFS, walSegment); err != nil {
+			return err
+		}
+	}
+	for _, f := range byFS {
+		if f.avail < f.need {
+			return fmt.Errorf("%w: %s has %s free, the restore needs %s", ErrNoSpace, filepath.Dir(f.dir), mib(f.avail), mib(f.need))
+		}
+	}
+	return nil
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
