@@ -8,12 +8,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -56,21 +53,6 @@ func faultSource(t *testing.T) source {
 		t.Fatal("fault source not prepared")
 	}
 	return faultSrc
-}
-
-// entries lists a directory's names.
-func entries(t *testing.T, dir string) []string {
-	t.Helper()
-	es, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range es {
-		names = append(names, e.Name())
-	}
-	sort.Strings(names)
-	return names
 }
 
 func singleConfig(dir string) restore.Config {
@@ -144,7 +126,7 @@ func TestRestoreRefuses(t *testing.T) {
 			dir := t.TempDir()
 			s := &setup{dir: dir, snap: src.path, cfg: singleConfig(dir)}
 			tc.prepare(t, s)
-			before := entries(t, dir)
+			before := testetcd.DirNames(t, dir)
 			var sum [32]byte
 			if _, err := os.Stat(s.snap); err == nil {
 				sum = testetcd.FileSum(t, s.snap)
@@ -153,7 +135,7 @@ func TestRestoreRefuses(t *testing.T) {
 			if !errors.Is(err, tc.want) || !strings.Contains(fmt.Sprint(err), tc.msg) {
 				t.Fatalf("error %v, want %v mentioning %q", err, tc.want, tc.msg)
 			}
-			if after := entries(t, dir); strings.Join(after, ",") != strings.Join(before, ",") {
+			if after := testetcd.DirNames(t, dir); strings.Join(after, ",") != strings.Join(before, ",") {
 				t.Errorf("directory now holds %v, before %v", after, before)
 			}
 			if _, err := os.Stat(s.snap); err == nil && testetcd.FileSum(t, s.snap) != sum {
@@ -177,7 +159,7 @@ func TestRestoreNoSpace(t *testing.T) {
 	if !errors.Is(err, restore.ErrNoSpace) {
 		t.Fatalf("error %v, want ErrNoSpace", err)
 	}
-	if e := entries(t, dir); len(e) != 0 {
+	if e := testetcd.DirNames(t, dir); len(e) != 0 {
 		t.Errorf("left %v", e)
 	}
 }
@@ -244,9 +226,7 @@ func runChild(spec string) int {
 	}
 	restore.SetPhaseHook(phase)
 	if cs.FileLimit > 0 {
-		signal.Ignore(syscall.SIGXFSZ)
-		lim := syscall.Rlimit{Cur: cs.FileLimit, Max: cs.FileLimit}
-		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		if err := testetcd.LimitFileSize(cs.FileLimit); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 2
 		}
@@ -275,18 +255,7 @@ func runChild(spec string) int {
 // phase pauseAt (or has exited).
 func startChild(t *testing.T, cs childSpec) (*exec.Cmd, *strings.Builder) {
 	t.Helper()
-	b, _ := json.Marshal(cs)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+string(b))
-	stderr := &strings.Builder{}
-	cmd.Stderr = stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, out, stderr := testetcd.StartChild(t, childEnv, cs)
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		if sc.Text() == cs.PauseAt {
@@ -376,7 +345,7 @@ func TestRestoreKilled(t *testing.T) {
 					if sepWAL {
 						want = []string{"out.etcd", "wal"}
 					}
-					if got := entries(t, dir); strings.Join(got, ",") != strings.Join(want, ",") {
+					if got := testetcd.DirNames(t, dir); strings.Join(got, ",") != strings.Join(want, ",") {
 						t.Errorf("after the retry the directory holds %v, want %v", got, want)
 					}
 				}
@@ -408,7 +377,7 @@ func TestRestoreDiskFull(t *testing.T) {
 			if err == nil || !strings.Contains(stderr.String(), "file too large") {
 				t.Fatalf("exit %v, stderr %q; want a write error", err, stderr)
 			}
-			if e := entries(t, dir); len(e) != 0 {
+			if e := testetcd.DirNames(t, dir); len(e) != 0 {
 				t.Errorf("left %v", e)
 			}
 		})

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/fsutil"
 )
 
 // Defaults of etcdutl snapshot restore.
@@ -50,7 +51,7 @@ var (
 	// ErrTargetExists: a data dir is not empty or a WAL dir exists.
 	ErrTargetExists = errors.New("refusing to overwrite")
 	// ErrNoSpace: the target file system has too little free space.
-	ErrNoSpace = errors.New("not enough free disk space")
+	ErrNoSpace = fsutil.ErrNoSpace
 	// ErrNotEtcd: a bolt file without etcd's buckets.
 	ErrNotEtcd = errors.New("not an etcd db")
 	// ErrConfig: the cluster flags are inconsistent.
@@ -311,14 +312,14 @@ func (t *target) prepare() error {
 		}
 	}
 	var err error
-	if t.tmpData, err = tempSibling(t.dataDir); err != nil {
+	if t.tmpData, err = tempDir(t.dataDir); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(t.snapDir(), dirPerm); err != nil {
 		return fmt.Errorf("create %s: %w", t.snapDir(), err)
 	}
 	if t.walDir != "" {
-		if t.tmpWAL, err = tempSibling(t.walDir); err != nil {
+		if t.tmpWAL, err = tempDir(t.walDir); err != nil {
 			return err
 		}
 	}
@@ -329,29 +330,13 @@ func (t *target) prepare() error {
 	return nil
 }
 
-// tempSibling returns the temporary name for dir, next to it so that the
-// final rename stays on one file system: .<base>.etcdkit-restore-<pid>. A
-// leftover of an earlier restore whose process is gone is removed first.
-func tempSibling(dir string) (string, error) {
-	parent, base := filepath.Split(filepath.Clean(dir))
-	if parent == "" {
-		parent = "."
+// tempDir creates the temporary sibling in which dir is built.
+func tempDir(dir string) (string, error) {
+	if err := os.MkdirAll(filepath.Dir(filepath.Clean(dir)), dirPerm); err != nil {
+		return "", fmt.Errorf("create %s: %w", filepath.Dir(dir), err)
 	}
-	if err := os.MkdirAll(parent, dirPerm); err != nil {
-		return "", fmt.Errorf("create %s: %w", parent, err)
-	}
-	prefix := "." + base + tempMarker
-	stale, _ := filepath.Glob(filepath.Join(parent, prefix+"*"))
-	for _, s := range stale {
-		var pid int
-		if _, err := fmt.Sscanf(strings.TrimPrefix(filepath.Base(s), prefix), "%d", &pid); err == nil && pid > 0 && pid != os.Getpid() {
-			if unix.Kill(pid, 0) == unix.ESRCH {
-				_ = os.RemoveAll(s)
-			}
-		}
-	}
-	tmp := filepath.Join(parent, fmt.Sprintf("%s%d", prefix, os.Getpid()))
-	if err := os.RemoveAll(tmp); err != nil {
+	tmp, err := fsutil.TempSibling(dir, tempMarker)
+	if err != nil {
 		return "", err
 	}
 	if err := os.Mkdir(tmp, dirPerm); err != nil {
@@ -367,7 +352,7 @@ func (t *target) syncDirs() error {
 		dirs = append(dirs, t.tmpWAL)
 	}
 	for _, d := range dirs {
-		if err := syncDir(d); err != nil {
+		if err := fsutil.SyncDir(d); err != nil {
 			return err
 		}
 	}
@@ -378,12 +363,12 @@ func (t *target) syncDirs() error {
 // dir last, so a data dir under its real name is always complete.
 func (t *target) commit() error {
 	if t.walDir != "" {
-		if err := renameSynced(t.tmpWAL, t.walDir); err != nil {
+		if err := fsutil.RenameSynced(t.tmpWAL, t.walDir); err != nil {
 			return err
 		}
 		phaseHook("wal-renamed")
 	}
-	if err := renameSynced(t.tmpData, t.dataDir); err != nil {
+	if err := fsutil.RenameSynced(t.tmpData, t.dataDir); err != nil {
 		return err
 	}
 	t.committed = true
@@ -407,25 +392,6 @@ func (t *target) abort() {
 	}
 }
 
-func renameSynced(from, to string) error {
-	if err := os.Rename(from, to); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", from, to, err)
-	}
-	return syncDir(filepath.Dir(to))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
-}
-
 // checkSpace refuses to start when the target file systems cannot hold a db
 // of size bytes for every target (WAL segments are preallocated to 64 MB).
 func checkSpace(targets []*target, size int64) error {
@@ -436,14 +402,14 @@ func checkSpace(targets []*target, size int64) error {
 	}
 	byFS := map[[2]int32]*fsNeed{}
 	add := func(dir string, n int64) error {
-		var st unix.Statfs_t
-		if err := unix.Statfs(dir, &st); err != nil {
-			return fmt.Errorf("statfs %s: %w", dir, err)
+		free, err := fsutil.Free(dir)
+		if err != nil {
+			return err
 		}
-		f := byFS[st.Fsid.Val]
+		f := byFS[free.FS]
 		if f == nil {
-			f = &fsNeed{dir: dir, avail: int64(st.Bavail) * st.Bsize}
-			byFS[st.Fsid.Val] = f
+			f = &fsNeed{dir: dir, avail: free.Bytes}
+			byFS[free.FS] = f
 		}
 		f.need += n
 		return nil
@@ -462,10 +428,8 @@ func checkSpace(targets []*target, size int64) error {
 	}
 	for _, f := range byFS {
 		if f.avail < f.need {
-			return fmt.Errorf("%w: %s has %s free, the restore needs %s", ErrNoSpace, filepath.Dir(f.dir), mib(f.avail), mib(f.need))
+			return fmt.Errorf("%w: %s has %s free, the restore needs %s", ErrNoSpace, filepath.Dir(f.dir), fsutil.MiB(f.avail), fsutil.MiB(f.need))
 		}
 	}
 	return nil
 }
-
-func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -52,6 +52,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			snapshotCommand(),
 			hashkvCommand(),
+			defragCommand(),
 		},
 		OnUsageError:    func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
 		ExitErrHandler:  func(*cli.Context, error) {},

@@ -6,6 +6,7 @@ import (
 	"github.com/etcdkit/etcdkit/hashkv"
 	"github.com/etcdkit/etcdkit/internal/boltdb"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
+	"github.com/etcdkit/etcdkit/internal/fsutil"
 	"github.com/etcdkit/etcdkit/restore"
 	"github.com/etcdkit/etcdkit/snapshot"
 )
@@ -17,7 +18,7 @@ var errorCodes = []struct {
 }{
 	{exitInUse, []error{boltdb.ErrInUse}},
 	{exitMismatch, []error{restore.ErrHashMismatch}},
-	{exitRefused, []error{restore.ErrTargetExists, restore.ErrNoSpace}},
+	{exitRefused, []error{restore.ErrTargetExists, fsutil.ErrNoSpace}},
 	{exitUsage, []error{restore.ErrConfig}},
 	{exitCorrupt, []error{snapshot.ErrIntegrity, boltdb.ErrDamaged, etcdfmt.ErrBadRevKey}},
 	{exitInput, []error{fs.ErrNotExist, boltdb.ErrNotBolt, restore.ErrNoTrailer, restore.ErrNotEtcd, hashkv.ErrCompacted, hashkv.ErrFutureRev}},

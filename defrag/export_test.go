@@ -1,0 +1,4 @@
+package defrag
+
+// SetCommitBytes lets tests make the copy commit (and report progress) often.
+func SetCommitBytes(n int) { commitBytes = n }
