@@ -174,3 +174,15 @@ func MemberKey(id uint64) []byte {
 func Uint64Value(v uint64) []byte {
 	return binary.BigEndian.AppendUint64(nil, v)
 }
+
+// ParseLeaseKey decodes a key of the lease bucket: the lease ID, 8 bytes
+// big-endian.
+func ParseLeaseKey(k []byte) (int64, error) {
+	if len(k) != 8 {
+		return 0, fmt.Errorf("lease key has %d bytes, want 8", len(k))
+	}
+	return int64(binary.BigEndian.Uint64(k)), nil
+}
+
+// RequiredBuckets are the buckets every etcd 3.5+ server creates at start.
+var RequiredBuckets = [][]byte{BucketKey, BucketMeta, BucketLease, BucketAlarm, BucketCluster, BucketMembers, BucketMembersRemoved, BucketAuth, BucketAuthUsers, BucketAuthRoles}

@@ -99,6 +99,13 @@ func main() {
 			floor: seqRead,
 		},
 		{
+			name: "verify snapshot (etcdutl: snapshot status)", target: "≤ 1.0x",
+			prepare: func(int) ([]string, []string) {
+				return kit("verify", "snapshot", snap), utl("snapshot", "status", utlSnap)
+			},
+			floor: seqRead,
+		},
+		{
 			name: "snapshot restore", target: "≤ 0.6x, ≤ 1.5x floor",
 			prepare: func(i int) ([]string, []string) {
 				return kit("snapshot", "restore", snap, "--data-dir", filepath.Join(restoreDir, "kit")),

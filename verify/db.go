@@ -1,0 +1,275 @@
+package verify
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"go.etcd.io/etcd/server/v3/lease/leasepb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/etcdfmt"
+)
+
+// dbFacts is what the data-dir checks need from the db.
+type dbFacts struct {
+	ok              bool // the schema walk ran
+	consistentIndex uint64
+	members         map[uint64]bool
+	removed         map[uint64]bool
+}
+
+// checkDB runs bolt's consistency check (in a child process, since bolt
+// panics on damaged pages in goroutines of its own) concurrently with the
+// schema walk, and adds both to r in a fixed order. An error means the db
+// could not be examined at all (locked by a running etcd).
+func (r *Report) checkDB(path string, lockTimeout time.Duration) (dbFacts, error) {
+	db, err := boltdb.OpenReadOnly(path, lockTimeout)
+	if err != nil {
+		if errors.Is(err, boltdb.ErrInUse) {
+			return dbFacts{}, err
+		}
+		c := r.check("bolt", path)
+		c.add(-1, "", "cannot open the db: %v", err)
+		c.done("not checked")
+		return dbFacts{}, nil
+	}
+	defer db.Close()
+
+	checkErr := make(chan error, 1)
+	go func() { checkErr <- boltdb.Check(path) }()
+
+	schema := &Report{}
+	var facts dbFacts
+	walkErr := boltdb.Guard(func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			facts = schema.walkSchema(tx, path, db)
+			return nil
+		})
+	})
+
+	c := r.check("bolt", path)
+	if err := <-checkErr; err != nil {
+		c.add(-1, "", "%v", err)
+	}
+	c.done("bolt's consistency check (page structure, freelist, key order)")
+	if walkErr != nil {
+		c := r.check("schema", path)
+		c.add(-1, "", "reading the db stopped: %v", walkErr)
+		c.done("not completed")
+		return dbFacts{}, nil
+	}
+	r.Checks = append(r.Checks, schema.Checks...)
+	r.Problems = append(r.Problems, schema.Problems...)
+	return facts, nil
+}
+
+// walkSchema checks etcd's schema in one read transaction.
+func (r *Report) walkSchema(tx *bolt.Tx, path string, db *boltdb.DB) dbFacts {
+	facts := dbFacts{members: map[uint64]bool{}, removed: map[uint64]bool{}}
+
+	c := r.check("buckets", path)
+	for _, b := range etcdfmt.RequiredBuckets {
+		if tx.Bucket(b) == nil {
+			c.add(-1, string(b), "bucket %q is missing", b)
+		}
+	}
+	c.done("%d required buckets", len(etcdfmt.RequiredBuckets))
+
+	scheduled := r.checkMeta(tx, path, &facts)
+	leases := r.checkLeases(tx, path)
+	r.checkRevisions(tx, path, db, leases, scheduled)
+	r.checkMembers(tx, path, &facts)
+	facts.ok = true
+	return facts
+}
+
+// checkMeta checks the meta bucket's keys and returns the scheduled
+// compaction revision (0: none).
+func (r *Report) checkMeta(tx *bolt.Tx, path string, facts *dbFacts) int64 {
+	c := r.check("meta", path)
+	defer c.done("consistent_index, term, compaction revisions, confState")
+	meta := tx.Bucket(etcdfmt.BucketMeta)
+	if meta == nil {
+		c.add(-1, "meta", "no meta bucket")
+		return 0
+	}
+	for _, k := range [][]byte{etcdfmt.MetaConsistentIndex, etcdfmt.MetaTerm} {
+		v := meta.Get(k)
+		if v == nil {
+			c.add(-1, "meta/"+string(k), "%s is missing", k)
+			continue
+		}
+		n, err := etcdfmt.ParseUint64(v)
+		if err != nil {
+			c.add(-1, "meta/"+string(k), "%s: %v", k, err)
+			continue
+		}
+		if bytes.Equal(k, etcdfmt.MetaConsistentIndex) {
+			facts.consistentIndex = n
+		}
+	}
+	var revs [2]int64
+	for i, k := range [][]byte{etcdfmt.MetaScheduledCompactRev, etcdfmt.MetaFinishedCompactRev} {
+		if v := meta.Get(k); v != nil {
+			rev, err := etcdfmt.ParseCompactRev(v)
+			if err != nil {
+				c.add(-1, "meta/"+string(k), "%s: %v", k, err)
+			}
+			revs[i] = rev
+		}
+	}
+	if revs[1] > revs[0] && revs[0] != 0 {
+		c.add(-1, "meta/"+string(etcdfmt.MetaFinishedCompactRev), "finished compaction %d is past the scheduled one %d", revs[1], revs[0])
+	}
+	if v := meta.Get(etcdfmt.MetaConfState); v != nil && !json.Valid(v) {
+		c.add(-1, "meta/"+string(etcdfmt.MetaConfState), "confState is not valid JSON")
+	}
+	return revs[0]
+}
+
+// checkLeases checks the lease bucket and returns the set of lease IDs.
+func (r *Report) checkLeases(tx *bolt.Tx, path string) map[int64]bool {
+	c := r.check("leases", path)
+	set := map[int64]bool{}
+	b := tx.Bucket(etcdfmt.BucketLease)
+	if b == nil {
+		c.done("no lease bucket")
+		return set
+	}
+	_ = b.ForEach(func(k, v []byte) error {
+		id, err := etcdfmt.ParseLeaseKey(k)
+		if err != nil {
+			c.add(-1, "lease/"+hex.EncodeToString(k), "%v", err)
+			return nil
+		}
+		var l leasepb.Lease
+		if err := proto.Unmarshal(v, &l); err != nil {
+			c.add(-1, fmt.Sprintf("lease/%x", id), "value is not a Lease: %v", err)
+		} else if l.GetID() != id {
+			c.add(-1, fmt.Sprintf("lease/%x", id), "value holds lease %x", l.GetID())
+		}
+		set[id] = true
+		return nil
+	})
+	c.done("%d leases", len(set))
+	return set
+}
+
+// pendingLease is a live key whose lease is not in the lease bucket (so far).
+type pendingLease struct {
+	key   string
+	rev   int64
+	lease int64
+}
+
+// checkRevisions walks the key bucket: every key a well-formed revision in
+// strictly increasing order, every value a KeyValue consistent with its
+// key, and no live key attached to a lease the lease bucket lacks.
+func (r *Report) checkRevisions(tx *bolt.Tx, path string, db *boltdb.DB, leases map[int64]bool, scheduled int64) {
+	c := r.check("revisions", path)
+	b := tx.Bucket(etcdfmt.BucketKey)
+	if b == nil {
+		c.done("no key bucket")
+		return
+	}
+	h := etcdfmt.NewKeyHasher()
+	missing := map[etcdfmt.KeyID]pendingLease{}
+	var prev []byte
+	var n int
+	cur := b.Cursor()
+	for k, v := cur.First(); k != nil; k, v = cur.Next() {
+		n++
+		db.Touched(len(k) + len(v))
+		if prev != nil && bytes.Compare(prev, k) >= 0 {
+			c.add(-1, "key/"+hex.EncodeToString(k), "revision key out of order after %x", prev)
+		}
+		prev = append(prev[:0], k...)
+		rev, tomb, err := etcdfmt.ParseRevKey(k)
+		if err != nil {
+			c.add(-1, "key/"+hex.EncodeToString(k), "%v", err)
+			continue
+		}
+		if len(v) == 0 && !tomb && rev.Main == scheduled && rev.Sub == 0 {
+			continue // the marker of restore --bump-revision --mark-compacted
+		}
+		kv, err := etcdfmt.ParseKeyValue(v)
+		if err != nil {
+			c.add(-1, fmt.Sprintf("key/%d_%d", rev.Main, rev.Sub), "revision %d: value is not a KeyValue: %v", rev.Main, err)
+			continue
+		}
+		loc := func() string { return fmt.Sprintf("key/%d_%d %s", rev.Main, rev.Sub, strconv.Quote(string(kv.Key))) }
+		if len(kv.Key) == 0 {
+			c.add(-1, loc(), "revision %d: KeyValue without a key", rev.Main)
+			continue
+		}
+		// Fingerprints only while some live key's lease is missing: the
+		// common case costs no hashing.
+		if tomb {
+			if len(missing) > 0 {
+				delete(missing, h.ID(kv.Key))
+			}
+			continue
+		}
+		switch {
+		case kv.ModRevision != rev.Main:
+			c.add(-1, loc(), "mod_revision %d does not match its key's revision %d", kv.ModRevision, rev.Main)
+		case kv.CreateRevision <= 0 || kv.CreateRevision > kv.ModRevision:
+			c.add(-1, loc(), "create_revision %d is not in 1..%d", kv.CreateRevision, kv.ModRevision)
+		case kv.Version < 1:
+			c.add(-1, loc(), "version %d is below 1", kv.Version)
+		}
+		if kv.Lease != 0 && !leases[kv.Lease] {
+			missing[h.ID(kv.Key)] = pendingLease{key: string(kv.Key), rev: rev.Main, lease: kv.Lease}
+		} else if len(missing) > 0 {
+			delete(missing, h.ID(kv.Key))
+		}
+	}
+	c.done("%d revisions", n)
+
+	lc := r.check("key leases", path)
+	for _, m := range missing {
+		lc.add(-1, "key/"+strconv.Quote(m.key), "live key (revision %d) is attached to lease %x, which the lease bucket does not hold", m.rev, m.lease)
+	}
+	lc.done("live keys' leases exist")
+}
+
+// checkMembers checks the members buckets and records the member IDs.
+func (r *Report) checkMembers(tx *bolt.Tx, path string, facts *dbFacts) {
+	c := r.check("members", path)
+	for _, bucket := range [][]byte{etcdfmt.BucketMembers, etcdfmt.BucketMembersRemoved} {
+		b := tx.Bucket(bucket)
+		if b == nil {
+			continue
+		}
+		_ = b.ForEach(func(k, v []byte) error {
+			loc := string(bucket) + "/" + string(k)
+			id, err := strconv.ParseUint(string(k), 16, 64)
+			if err != nil {
+				c.add(-1, loc, "member key is not a hex ID")
+				return nil
+			}
+			if bytes.Equal(bucket, etcdfmt.BucketMembersRemoved) {
+				facts.removed[id] = true
+				return nil
+			}
+			var m struct {
+				ID uint64 `json:"id"`
+			}
+			if err := json.Unmarshal(v, &m); err != nil {
+				c.add(-1, loc, "member is not valid JSON: %v", err)
+			} else if m.ID != id {
+				c.add(-1, loc, "member value holds ID %x", m.ID)
+			}
+			facts.members[id] = true
+			return nil
+		})
+	}
+	c.done("%d members, %d removed", len(facts.members), len(facts.removed))
+}
