@@ -15,14 +15,15 @@ var version = "dev"
 
 // Exit codes. They are part of the interface and listed in the README.
 const (
-	exitOK       = 0 // success
-	exitError    = 1 // any other failure (I/O, unexpected)
-	exitUsage    = 2 // bad flags or arguments
-	exitInput    = 3 // bad input: missing file, not an etcd db, bad revision
-	exitInUse    = 4 // the db is locked by another process (a running etcd)
-	exitCorrupt  = 5 // integrity check failed: the data is damaged
-	exitMismatch = 6 // a hash or checksum does not match
-	exitRefused  = 7 // refused: the target exists or the disk is too small
+	exitOK          = 0 // success
+	exitError       = 1 // any other failure (I/O, unexpected)
+	exitUsage       = 2 // bad flags or arguments
+	exitInput       = 3 // bad input: missing file, not an etcd db, bad revision
+	exitInUse       = 4 // the db is locked by another process (a running etcd)
+	exitCorrupt     = 5 // integrity check failed: the data is damaged
+	exitMismatch    = 6 // a hash or checksum does not match
+	exitRefused     = 7 // refused: the target exists or the disk is too small
+	exitUnavailable = 8 // the cluster or some member did not answer, or is unhealthy
 )
 
 var flagWriteOut = &cli.StringFlag{
@@ -54,6 +55,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			hashkvCommand(),
 			defragCommand(),
 			verifyCommand(),
+			statusCommand(),
+			healthCommand(),
 		},
 		OnUsageError:    func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
 		ExitErrHandler:  func(*cli.Context, error) {},

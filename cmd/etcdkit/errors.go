@@ -3,6 +3,7 @@ package main
 import (
 	"io/fs"
 
+	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/hashkv"
 	"github.com/etcdkit/etcdkit/internal/boltdb"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
@@ -20,6 +21,7 @@ var errorCodes = []struct {
 	{exitMismatch, []error{restore.ErrHashMismatch}},
 	{exitRefused, []error{restore.ErrTargetExists, fsutil.ErrNoSpace}},
 	{exitUsage, []error{restore.ErrConfig}},
+	{exitUnavailable, []error{cluster.ErrUnreachable}},
 	{exitCorrupt, []error{snapshot.ErrIntegrity, boltdb.ErrDamaged, etcdfmt.ErrBadRevKey}},
 	{exitInput, []error{fs.ErrNotExist, boltdb.ErrNotBolt, restore.ErrNoTrailer, restore.ErrNotEtcd, hashkv.ErrCompacted, hashkv.ErrFutureRev}},
 }

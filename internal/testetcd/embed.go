@@ -76,6 +76,20 @@ type ClusterOption func(*embed.Config)
 // WithQuota sets --quota-backend-bytes.
 func WithQuota(n int64) ClusterOption { return func(c *embed.Config) { c.QuotaBackendBytes = n } }
 
+// WithClientTLS serves clients over https with certs, requiring client
+// certificates signed by the test CA.
+func WithClientTLS(certs Certs) ClusterOption {
+	return func(c *embed.Config) {
+		c.ClientTLSInfo.CertFile, c.ClientTLSInfo.KeyFile = certs.ServerCert, certs.ServerKey
+		c.ClientTLSInfo.TrustedCAFile, c.ClientTLSInfo.ClientCertAuth = certs.CA, true
+		for _, us := range [][]url.URL{c.ListenClientUrls, c.AdvertiseClientUrls} {
+			for i := range us {
+				us[i].Scheme = "https"
+			}
+		}
+	}
+}
+
 // StartCluster starts n in-process members on loopback and waits until they
 // serve. They are stopped at the end of the test.
 func StartCluster(t testing.TB, n int, opts ...ClusterOption) *Cluster {
@@ -131,6 +145,7 @@ func (m *Member) start(token, state string, opts []ClusterOption) error {
 	for _, o := range opts {
 		o(cfg)
 	}
+	m.ClientURL = cfg.AdvertiseClientUrls[0].String()
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return fmt.Errorf("member %s: %w", m.Name, err)
