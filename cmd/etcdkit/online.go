@@ -12,7 +12,9 @@ import (
 
 // connectionFlags are etcdctl's, with its ETCDCTL_* environment variables.
 func connectionFlags() []cli.Flag {
-	env := func(name string) []string { return []string{"ETCDCTL_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))} }
+	env := func(name string) []string {
+		return []string{"ETCDCTL_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
+	}
 	return []cli.Flag{
 		&cli.StringFlag{Name: "endpoints", Value: "127.0.0.1:2379", EnvVars: env("endpoints"), Usage: "comma-separated gRPC endpoints"},
 		&cli.BoolFlag{Name: "cluster", Usage: "use every member's client URLs, discovered from the endpoints"},
