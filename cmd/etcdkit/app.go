@@ -57,6 +57,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			verifyCommand(),
 			statusCommand(),
 			healthCommand(),
+			compactCommand(),
 		},
 		OnUsageError:    func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
 		ExitErrHandler:  func(*cli.Context, error) {},

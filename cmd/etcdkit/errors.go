@@ -4,6 +4,7 @@ import (
 	"io/fs"
 
 	"github.com/etcdkit/etcdkit/cluster"
+	"github.com/etcdkit/etcdkit/compact"
 	"github.com/etcdkit/etcdkit/hashkv"
 	"github.com/etcdkit/etcdkit/internal/boltdb"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
@@ -19,9 +20,10 @@ var errorCodes = []struct {
 }{
 	{exitInUse, []error{boltdb.ErrInUse}},
 	{exitMismatch, []error{restore.ErrHashMismatch}},
-	{exitRefused, []error{restore.ErrTargetExists, fsutil.ErrNoSpace}},
-	{exitUsage, []error{restore.ErrConfig}},
-	{exitUnavailable, []error{cluster.ErrUnreachable}},
+	{exitRefused, []error{restore.ErrTargetExists, fsutil.ErrNoSpace, compact.ErrPastBackup}},
+	{exitUsage, []error{restore.ErrConfig, compact.ErrPolicy}},
+	{exitUnavailable, []error{cluster.ErrUnreachable, snapshot.ErrNoMember}},
+	{exitMismatch, []error{etcdfmt.ErrTrailer}},
 	{exitCorrupt, []error{snapshot.ErrIntegrity, boltdb.ErrDamaged, etcdfmt.ErrBadRevKey}},
-	{exitInput, []error{fs.ErrNotExist, boltdb.ErrNotBolt, restore.ErrNoTrailer, restore.ErrNotEtcd, hashkv.ErrCompacted, hashkv.ErrFutureRev}},
+	{exitInput, []error{fs.ErrNotExist, boltdb.ErrNotBolt, compact.ErrNoClock, restore.ErrNoTrailer, restore.ErrNotEtcd, hashkv.ErrCompacted, hashkv.ErrFutureRev}},
 }

@@ -20,8 +20,8 @@ func output(c *cli.Context, r record) error {
 func snapshotCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "snapshot",
-		Usage: "inspect and restore etcd snapshot files",
-		Subcommands: []*cli.Command{restoreCommand(), leaf(&cli.Command{
+		Usage: "save, inspect and restore etcd snapshots",
+		Subcommands: []*cli.Command{saveCommand(), restoreCommand(), leaf(&cli.Command{
 			Name:      "status",
 			Usage:     "print hash, revision, total keys, size and storage version of a snapshot or db file",
 			ArgsUsage: "FILE",

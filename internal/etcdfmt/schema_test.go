@@ -2,6 +2,7 @@ package etcdfmt
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"testing"
 
@@ -89,5 +90,33 @@ func TestKeyHasher(t *testing.T) {
 	h := NewKeyHasher()
 	if h.ID([]byte("a")) != h.ID([]byte("a")) || h.ID([]byte("a")) == h.ID([]byte("b")) {
 		t.Fatal("KeyHasher is not a function of the key")
+	}
+}
+
+// TestTrailerWriter feeds a snapshot-shaped stream in pieces of every size
+// around the trailer length.
+func TestTrailerWriter(t *testing.T) {
+	db := bytes.Repeat([]byte("0123456789abcdef"), 4096/16*3)
+	sum := sha256.Sum256(db)
+	good := append(append([]byte(nil), db...), sum[:]...)
+	bad := append([]byte(nil), good...)
+	bad[100] ^= 1
+	for _, tc := range []struct {
+		name   string
+		stream []byte
+		ok     bool
+	}{{"good", good, true}, {"flipped", bad, false}, {"short", good[:len(good)-5], false}, {"no trailer", db, false}} {
+		for _, piece := range []int{1, 7, 31, 32, 33, 100, 4096, len(tc.stream)} {
+			w := NewTrailerWriter()
+			for b := tc.stream; len(b) > 0; {
+				n := min(piece, len(b))
+				w.Write(b[:n])
+				b = b[n:]
+			}
+			got, err := w.Check()
+			if (err == nil) != tc.ok || tc.ok && got != sum {
+				t.Errorf("%s, pieces of %d: %x %v", tc.name, piece, got, err)
+			}
+		}
 	}
 }

@@ -83,3 +83,24 @@ func Free(path string) (FreeSpace, error) {
 
 // MiB formats a byte count for messages.
 func MiB(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// WriteFileSynced writes data to path atomically: a temporary sibling,
+// fsynced, renamed over path, and the directory fsynced.
+func WriteFileSynced(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".part"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, perm)
+	if err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return RenameSynced(tmp, path)
+}

@@ -1,0 +1,231 @@
+package snapshot
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/etcdkit/etcdkit/cluster"
+	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/etcdfmt"
+	"github.com/etcdkit/etcdkit/internal/fsutil"
+)
+
+// Manifest describes a saved snapshot. It is written beside it as
+// FILE.json, and the backup repository stores it with each backup.
+type Manifest struct {
+	File           string    `json:"file"`
+	Time           time.Time `json:"time"`
+	Revision       int64     `json:"revision"` // read from the snapshot itself
+	ClusterID      string    `json:"clusterId"`
+	MemberID       string    `json:"memberId"`
+	MemberName     string    `json:"memberName"`
+	Endpoint       string    `json:"endpoint"`
+	EtcdVersion    string    `json:"etcdVersion"`
+	StorageVersion string    `json:"storageVersion,omitempty"`
+	Size           int64     `json:"size"`   // bytes of the file, trailer included
+	SHA256         string    `json:"sha256"` // of the db bytes: the trailer's value
+}
+
+// ManifestPath is where the manifest of the snapshot at path is written.
+func ManifestPath(path string) string { return path + ".json" }
+
+// ReadManifest reads the manifest written beside a snapshot (or the given
+// .json file itself).
+func ReadManifest(path string) (Manifest, error) {
+	p := path
+	if filepath.Ext(p) != ".json" {
+		p = ManifestPath(path)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return Manifest{}, err
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Manifest{}, fmt.Errorf("%s: not a snapshot manifest: %w", p, err)
+	}
+	return m, nil
+}
+
+// SaveOptions tune Save.
+type SaveOptions struct {
+	// Progress, when set, is called with the bytes received and the
+	// member's db size (an estimate of the total).
+	Progress func(done, total int64)
+}
+
+// ErrNoMember reports that no member can serve a snapshot.
+var ErrNoMember = errors.New("no healthy member to take the snapshot from")
+
+// minRate is the slowest transfer the snapshot timeout allows for.
+const minRate = 4 << 20 // bytes per second
+
+// SaveTimeout is how long a snapshot of a db of size bytes may take: the
+// command timeout plus the db at minRate, instead of etcdctl's fixed
+// timeout that large dbs outgrow.
+func SaveTimeout(command time.Duration, size int64) time.Duration {
+	return command + 30*time.Second + time.Duration(size/minRate)*time.Second
+}
+
+// Save streams a snapshot from the member named by the only endpoint, or
+// else from the healthy member with the highest applied index, to path:
+// into path.part, checking the server's sha256 trailer on the way, fsynced
+// and renamed. The manifest is written beside it.
+func Save(ctx context.Context, c *cluster.Cluster, path string, opts SaveOptions) (Manifest, error) {
+	src, err := pickMember(ctx, c)
+	if err != nil {
+		return Manifest{}, err
+	}
+	cli, err := c.ForEndpoint(src.Endpoint)
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, SaveTimeout(c.Timeout(), src.DBSize))
+	defer cancel()
+
+	m := Manifest{
+		File: filepath.Base(path), Time: time.Now().UTC(), Endpoint: src.Endpoint, MemberID: src.ID, MemberName: src.Name,
+		EtcdVersion: src.Version, StorageVersion: src.StorageVersion,
+	}
+	part := path + ".part"
+	f, err := os.OpenFile(part, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return m, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(part)
+		}
+	}()
+	rc, err := cli.Snapshot(ctx)
+	if err != nil {
+		return m, fmt.Errorf("snapshot from %s: %w", src.Endpoint, err)
+	}
+	defer rc.Close()
+	tw := etcdfmt.NewTrailerWriter()
+	var w io.Writer = io.MultiWriter(f, tw)
+	if opts.Progress != nil {
+		w = &progressWriter{w: w, total: src.DBSize, fn: opts.Progress}
+	}
+	n, err := io.CopyBuffer(w, rc, make([]byte, 1<<20))
+	if err != nil {
+		return m, fmt.Errorf("snapshot from %s after %d bytes: %w", src.Endpoint, n, err)
+	}
+	sum, err := tw.Check()
+	if err != nil {
+		return m, fmt.Errorf("snapshot from %s: %w", src.Endpoint, err)
+	}
+	if err := f.Sync(); err != nil {
+		return m, fmt.Errorf("fsync %s: %w", part, err)
+	}
+	if err := f.Close(); err != nil {
+		return m, err
+	}
+	m.Size, m.SHA256 = n, hex.EncodeToString(sum[:])
+	if m.Revision, err = latestRevision(part); err != nil {
+		return m, fmt.Errorf("snapshot from %s: %w", src.Endpoint, err)
+	}
+	if m.ClusterID, err = clusterID(ctx, c); err != nil {
+		return m, err
+	}
+	if err := fsutil.RenameSynced(part, path); err != nil {
+		return m, err
+	}
+	ok = true
+	return m, WriteManifest(path, m)
+}
+
+// WriteManifest writes m beside the snapshot at path, atomically.
+func WriteManifest(path string, m Manifest) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFileSynced(ManifestPath(path), append(b, '\n'), 0o644)
+}
+
+// pickMember chooses the member to snapshot.
+func pickMember(ctx context.Context, c *cluster.Cluster) (cluster.MemberStatus, error) {
+	var best *cluster.MemberStatus
+	st := c.Status(ctx, 0)
+	for i, s := range st {
+		if !s.OK() {
+			continue
+		}
+		if best == nil || s.RaftAppliedIndex > best.RaftAppliedIndex || s.RaftAppliedIndex == best.RaftAppliedIndex && best.IsLeader {
+			best = &st[i]
+		}
+	}
+	if len(st) == 1 && best == nil {
+		return cluster.MemberStatus{}, fmt.Errorf("%w: %s: %s", ErrNoMember, st[0].Endpoint, st[0].Error)
+	}
+	if best == nil {
+		return cluster.MemberStatus{}, ErrNoMember
+	}
+	return *best, nil
+}
+
+func clusterID(ctx context.Context, c *cluster.Cluster) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout())
+	defer cancel()
+	resp, err := c.Client.MemberList(ctx)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", cluster.ErrUnreachable, err)
+	}
+	return fmt.Sprintf("%x", resp.Header.ClusterId), nil
+}
+
+// latestRevision reads the main revision of the last key-bucket entry: the
+// snapshot's own revision, which a separate read of the cluster would race
+// with writes.
+func latestRevision(path string) (int64, error) {
+	db, err := boltdb.OpenReadOnly(path, time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	var rev int64
+	err = boltdb.Guard(func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			b := tx.Bucket(etcdfmt.BucketKey)
+			if b == nil {
+				return fmt.Errorf("no %q bucket", etcdfmt.BucketKey)
+			}
+			if k, _ := b.Cursor().Last(); k != nil {
+				r, _, err := etcdfmt.ParseRevKey(k)
+				if err != nil {
+					return err
+				}
+				rev = r.Main
+			}
+			return nil
+		})
+	})
+	return rev, err
+}
+
+type progressWriter struct {
+	w     io.Writer
+	done  int64
+	total int64
+	fn    func(done, total int64)
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.done += int64(n)
+	p.fn(p.done, max(p.total, p.done))
+	return n, err
+}

@@ -1,0 +1,128 @@
+package snapshot_test
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/etcdkit/etcdkit/cluster"
+	"github.com/etcdkit/etcdkit/hashkv"
+	"github.com/etcdkit/etcdkit/internal/testetcd"
+	"github.com/etcdkit/etcdkit/snapshot"
+	"github.com/etcdkit/etcdkit/verify"
+)
+
+// TestSave saves snapshots of a three-member cluster under write load,
+// from the member --endpoints names and from the best member, and checks
+// the file (trailer, schema), its manifest (the revision is the
+// snapshot's own) and its HashKV against the server's at that revision.
+func TestSave(t *testing.T) {
+	cl := testetcd.StartCluster(t, 3)
+	cli := cl.Client(t)
+	if _, err := testetcd.Load(testetcd.Ctx(t, time.Minute), cli, testetcd.SmallSpec); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			cli.Put(context.Background(), fmt.Sprintf("/load/%d", i%100), "x")
+		}
+	})
+	defer func() { close(stop); wg.Wait() }()
+
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name      string
+		endpoints []string
+		member    string
+	}{
+		{"named member", cl.Endpoints()[2:], cl.Members[2].Name},
+		{"best member", cl.Endpoints(), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := cluster.Connect(ctx, cluster.Config{Endpoints: tc.endpoints})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			path := filepath.Join(t.TempDir(), "snap.db")
+			var progress int64
+			m, err := snapshot.Save(ctx, c, path, snapshot.SaveOptions{Progress: func(done, total int64) { progress = done }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.member != "" && m.MemberName != tc.member {
+				t.Errorf("saved from %s, want %s", m.MemberName, tc.member)
+			}
+			st, err := snapshot.ReadStatus(path, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fi, _ := os.Stat(path)
+			if m.Revision != st.Revision || m.Size != fi.Size() || progress != fi.Size() || m.ClusterID == "" || m.EtcdVersion == "" {
+				t.Errorf("manifest %+v, status %+v, size %d, progress %d", m, st, fi.Size(), progress)
+			}
+			b, _ := os.ReadFile(path)
+			if hex.EncodeToString(b[len(b)-32:]) != m.SHA256 {
+				t.Errorf("manifest sha256 %s is not the trailer", m.SHA256)
+			}
+			if got, err := snapshot.ReadManifest(path); err != nil || got != m {
+				t.Errorf("manifest on disk %+v %v, want %+v", got, err, m)
+			}
+			if _, err := os.Stat(path + ".part"); err == nil {
+				t.Error(".part left")
+			}
+			r, err := verify.Snapshot(path, verify.Options{})
+			if err != nil || len(r.Problems) > 0 {
+				t.Errorf("verify: %v %+v", err, r)
+			}
+			hk, err := hashkv.Compute(path, m.Revision, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv, err := cli.HashKV(testetcd.Ctx(t, 30*time.Second), cl.Endpoints()[0], m.Revision)
+			if err != nil || srv.Hash != hk.Hash {
+				t.Errorf("hashkv at %d: file %d, server %d (%v)", m.Revision, hk.Hash, srv.Hash, err)
+			}
+		})
+	}
+
+	t.Run("unreachable", func(t *testing.T) {
+		c, err := cluster.Connect(ctx, cluster.Config{Endpoints: []string{fmt.Sprintf("127.0.0.1:%d", testetcd.FreePort(t))}, DialTimeout: 300 * time.Millisecond, CommandTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		dir := t.TempDir()
+		_, err = snapshot.Save(ctx, c, filepath.Join(dir, "snap.db"), snapshot.SaveOptions{})
+		if !errors.Is(err, snapshot.ErrNoMember) {
+			t.Fatalf("error %v", err)
+		}
+		if e := testetcd.DirNames(t, dir); len(e) != 0 {
+			t.Errorf("left %v", e)
+		}
+	})
+}
+
+func TestSaveTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		size int64
+		want time.Duration
+	}{{0, 35 * time.Second}, {1 << 30, 35*time.Second + 256*time.Second}, {8 << 30, 35*time.Second + 2048*time.Second}} {
+		if got := snapshot.SaveTimeout(5*time.Second, tc.size); got != tc.want {
+			t.Errorf("size %d: %v, want %v", tc.size, got, tc.want)
+		}
+	}
+}
