@@ -174,7 +174,10 @@ type MemberStatus struct {
 	DBSizeInUse      int64    `json:"dbSizeInUse"`
 	DBQuota          int64    `json:"dbQuota"`
 	Alarms           []string `json:"alarms,omitempty"`
-	Error            string   `json:"error,omitempty"`
+	// Errors are what the member reports about itself (its active
+	// alarms, in etcd's words); Error is set when it did not answer.
+	Errors []string `json:"errors,omitempty"`
+	Error  string   `json:"error,omitempty"`
 
 	MemberID uint64 `json:"-"`
 	LeaderID uint64 `json:"-"`
@@ -237,9 +240,8 @@ func (c *Cluster) Status(ctx context.Context, quota int64) []MemberStatus {
 				s.DBQuota = quota
 			}
 			s.Alarms = alarms[id]
-			if errs := resp.GetErrors(); len(errs) > 0 {
-				s.Error = strings.Join(errs, "; ")
-			} else if compactErr != nil {
+			s.Errors = resp.GetErrors()
+			if compactErr != nil {
 				s.Error = "compact revision: " + compactErr.Error()
 			}
 			out[i] = s
@@ -300,8 +302,9 @@ type Health struct {
 }
 
 // Health checks every endpoint concurrently: a linearizable read must
-// succeed (permission denied counts as success: the member answered) and
-// the member must have no active alarm.
+// succeed (permission denied counts as success: the member answered; a
+// learner, which serves no linearizable reads, must serve a serializable
+// one) and the member must have no active alarm.
 func (c *Cluster) Health(ctx context.Context) []Health {
 	out := make([]Health, len(c.Endpoints))
 	var wg sync.WaitGroup
@@ -324,12 +327,19 @@ func (c *Cluster) healthOf(ctx context.Context, ep string) Health {
 	defer cancel()
 	start := time.Now()
 	_, err = cli.Get(ctx, "health")
+	alarms := cli.Maintenance
+	if err != nil && strings.Contains(err.Error(), "not supported for learner") {
+		// A learner serves no linearizable reads (nor the alarm list); a
+		// serializable read shows it is up and applying.
+		_, err = cli.Get(ctx, "health", clientv3.WithSerializable())
+		alarms = c.Client.Maintenance
+	}
 	h.Took = time.Since(start)
 	if err != nil && !errors.Is(err, rpctypes.ErrPermissionDenied) {
 		h.Error = err.Error()
 		return h
 	}
-	resp, err := cli.AlarmList(ctx)
+	resp, err := alarms.AlarmList(ctx)
 	if err != nil {
 		h.Error = "alarm list: " + err.Error()
 		return h

@@ -166,7 +166,10 @@ func RecordClock(ctx context.Context, c *cluster.Cluster) ([]Sample, error) {
 		txn, err := c.Client.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(ClockKey), "=", modRev)).
 			Then(clientv3.OpPut(ClockKey, string(b))).Commit()
 		if err != nil {
-			return nil, fmt.Errorf("%w: write the revision clock: %v", cluster.ErrUnreachable, err)
+			// Best effort: a cluster out of space (NOSPACE) refuses the
+			// write but must still be compacted.
+			samples[len(samples)-1] = now
+			return samples, nil
 		}
 		if txn.Succeeded || attempt >= 3 {
 			samples[len(samples)-1].Revision = txn.Header.Revision

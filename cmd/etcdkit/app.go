@@ -58,6 +58,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			statusCommand(),
 			healthCommand(),
 			compactCommand(),
+			alarmCommand(),
+			recoverNoSpaceCommand(),
 		},
 		OnUsageError:    func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
 		ExitErrHandler:  func(*cli.Context, error) {},

@@ -6,6 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/compact"
 	"github.com/etcdkit/etcdkit/snapshot"
 )
@@ -25,10 +26,7 @@ func compactCommand() *cli.Command {
 			&cli.StringFlag{Name: "backup", Usage: "the newest backup (a snapshot with its FILE.json manifest): do not compact past its revision"},
 			&cli.BoolFlag{Name: "force", Usage: "compact past the backup's revision anyway"},
 		},
-		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 0, "no arguments"); err != nil {
-				return err
-			}
+		Action: withCluster(func(c *cli.Context, cl *cluster.Cluster) error {
 			p := compact.Policy{
 				Revision: c.Int64("revision"), KeepRevisions: c.Int64("keep-revisions"), KeepDuration: c.Duration("keep-duration"),
 				Physical: c.Bool("physical"), Force: c.Bool("force"),
@@ -40,11 +38,6 @@ func compactCommand() *cli.Command {
 				}
 				p.BackupRevision = m.Revision
 			}
-			cl, err := connect(c)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
 			res, err := compact.Compact(c.Context, cl, p)
 			if err != nil {
 				return err
@@ -57,6 +50,6 @@ func compactCommand() *cli.Command {
 				fields: [][2]string{{"Revision", fmt.Sprint(res.Revision)}, {"CurrentRevision", fmt.Sprint(res.CurrentRevision)},
 					{"PreviousCompact", fmt.Sprint(res.PreviousCompact)}, {"Compacted", fmt.Sprint(res.Compacted)}, {"Took", took}},
 			})
-		},
+		}),
 	})
 }

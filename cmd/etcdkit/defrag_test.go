@@ -19,8 +19,8 @@ func TestDefragCLI(t *testing.T) {
 	}
 	expectFailure(t, []string{"defrag", "--data-dir", m.DataDir, "--timeout", "200ms"}, exitInUse, "db is in use by another process")
 	m.Stop()
-	expectFailure(t, []string{"defrag"}, exitUsage, "exactly one of --data-dir and --db")
-	expectFailure(t, []string{"defrag", "--data-dir", m.DataDir, "--db", m.DBPath()}, exitUsage, "exactly one")
+	expectFailure(t, []string{"defrag", "--data-dir", m.DataDir, "--db", m.DBPath()}, exitUsage, "give one of --data-dir and --db")
+	expectFailure(t, []string{"defrag", "--rule", "dbSize >"}, exitUsage, "bad defrag rule")
 	expectFailure(t, []string{"defrag", "--db", filepath.Join(t.TempDir(), "none")}, exitInput, "none")
 
 	out, errOut, code := runCLI("defrag", "--data-dir", m.DataDir, "-w", "json")

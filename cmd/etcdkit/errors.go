@@ -3,8 +3,10 @@ package main
 import (
 	"io/fs"
 
+	"github.com/etcdkit/etcdkit/alarm"
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/compact"
+	"github.com/etcdkit/etcdkit/defrag"
 	"github.com/etcdkit/etcdkit/hashkv"
 	"github.com/etcdkit/etcdkit/internal/boltdb"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
@@ -21,8 +23,8 @@ var errorCodes = []struct {
 	{exitInUse, []error{boltdb.ErrInUse}},
 	{exitMismatch, []error{restore.ErrHashMismatch}},
 	{exitRefused, []error{restore.ErrTargetExists, fsutil.ErrNoSpace, compact.ErrPastBackup}},
-	{exitUsage, []error{restore.ErrConfig, compact.ErrPolicy}},
-	{exitUnavailable, []error{cluster.ErrUnreachable, snapshot.ErrNoMember}},
+	{exitUsage, []error{restore.ErrConfig, compact.ErrPolicy, defrag.ErrRule}},
+	{exitUnavailable, []error{cluster.ErrUnreachable, snapshot.ErrNoMember, defrag.ErrUnhealthy, alarm.ErrStillFull}},
 	{exitMismatch, []error{etcdfmt.ErrTrailer}},
 	{exitCorrupt, []error{snapshot.ErrIntegrity, boltdb.ErrDamaged, etcdfmt.ErrBadRevKey}},
 	{exitInput, []error{fs.ErrNotExist, boltdb.ErrNotBolt, compact.ErrNoClock, restore.ErrNoTrailer, restore.ErrNotEtcd, hashkv.ErrCompacted, hashkv.ErrFutureRev}},

@@ -52,6 +52,21 @@ func connect(c *cli.Context) (*cluster.Cluster, error) {
 	})
 }
 
+// withCluster connects before fn and closes the connection after it.
+func withCluster(fn func(c *cli.Context, cl *cluster.Cluster) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if err := needArgs(c, 0, "no arguments"); err != nil {
+			return err
+		}
+		cl, err := connect(c)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		return fn(c, cl)
+	}
+}
+
 func statusCommand() *cli.Command {
 	return online(&cli.Command{
 		Name:  "status",
@@ -59,24 +74,19 @@ func statusCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.Int64Flag{Name: "quota", Value: 2 << 30, Usage: "backend quota to assume for members that do not report theirs (before etcd 3.6)"},
 		},
-		Action: func(c *cli.Context) error {
-			cl, err := connect(c)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
+		Action: withCluster(func(c *cli.Context, cl *cluster.Cluster) error {
 			st := cl.Status(c.Context, c.Int64("quota"))
+			if answered := len(st) - countFailed(st); answered == 0 {
+				return fmt.Errorf("%w: no member answered (%s: %s)", cluster.ErrUnreachable, st[0].Endpoint, st[0].Error)
+			}
 			rec := record{json: st, header: []string{"endpoint", "id", "name", "version", "storage version", "leader", "learner",
 				"raft term", "raft index", "applied index", "revision", "compact revision", "db size", "in use", "free", "quota", "alarms", "errors"}}
-			failed := 0
+			failed := countFailed(st)
 			for _, s := range st {
-				if !s.OK() {
-					failed++
-				}
 				rec.rows = append(rec.rows, []string{s.Endpoint, s.ID, s.Name, s.Version, s.StorageVersion, fmt.Sprint(s.IsLeader), fmt.Sprint(s.IsLearner),
 					fmt.Sprint(s.RaftTerm), fmt.Sprint(s.RaftIndex), fmt.Sprint(s.RaftAppliedIndex), fmt.Sprint(s.Revision), fmt.Sprint(s.CompactRevision),
 					humanBytes(s.DBSize), humanBytes(s.DBSizeInUse), fmt.Sprintf("%.0f%%", s.FreePercent()), humanBytes(s.DBQuota),
-					strings.Join(s.Alarms, " "), s.Error})
+					strings.Join(s.Alarms, " "), joinNonEmpty(append(s.Errors, s.Error))})
 				rec.fields = append(rec.fields, [][2]string{{"Endpoint", s.Endpoint}, {"MemberID", s.ID}, {"Name", s.Name}, {"Version", s.Version},
 					{"StorageVersion", s.StorageVersion}, {"IsLeader", fmt.Sprint(s.IsLeader)}, {"IsLearner", fmt.Sprint(s.IsLearner)},
 					{"RaftTerm", fmt.Sprint(s.RaftTerm)}, {"RaftIndex", fmt.Sprint(s.RaftIndex)}, {"RaftAppliedIndex", fmt.Sprint(s.RaftAppliedIndex)},
@@ -90,7 +100,7 @@ func statusCommand() *cli.Command {
 				return codedError{fmt.Errorf("%d of %d members did not answer their status", failed, len(st)), exitUnavailable}
 			}
 			return nil
-		},
+		}),
 	})
 }
 
@@ -98,12 +108,7 @@ func healthCommand() *cli.Command {
 	return online(&cli.Command{
 		Name:  "health",
 		Usage: "per member: healthy (a linearizable read works and no alarm is active), latency, error",
-		Action: func(c *cli.Context) error {
-			cl, err := connect(c)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
+		Action: withCluster(func(c *cli.Context, cl *cluster.Cluster) error {
 			hs := cl.Health(c.Context)
 			rec := record{json: hs, header: []string{"endpoint", "health", "took", "error"}}
 			bad := 0
@@ -122,6 +127,26 @@ func healthCommand() *cli.Command {
 				return codedError{fmt.Errorf("%d of %d members are unhealthy", bad, len(hs)), exitUnavailable}
 			}
 			return nil
-		},
+		}),
 	})
+}
+
+func joinNonEmpty(parts []string) string {
+	var out []string
+	for _, p := range parts {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+func countFailed(st []cluster.MemberStatus) int {
+	n := 0
+	for _, s := range st {
+		if !s.OK() {
+			n++
+		}
+	}
+	return n
 }

@@ -2,10 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/etcdkit/etcdkit/cluster"
+	"github.com/etcdkit/etcdkit/defrag"
 	"github.com/etcdkit/etcdkit/internal/testetcd"
+	"github.com/etcdkit/etcdkit/snapshot"
 )
 
 // TestOnlineEnv: the connection comes from ETCDCTL_* variables alone, with
@@ -30,4 +35,40 @@ func TestOnlineEnv(t *testing.T) {
 	}
 	t.Setenv("ETCDCTL_PASSWORD", "wrong")
 	expectFailure(t, []string{"health"}, exitUnavailable, "")
+}
+
+// TestOnlineCommands runs save, compact (with the backup guard), a dry-run
+// rolling defrag and alarm list through the CLI against a real member.
+func TestOnlineCommands(t *testing.T) {
+	m := testetcd.StartSingle(t)
+	cli := m.Client(t)
+	for i := range 30 {
+		if _, err := cli.Put(testetcd.Ctx(t, 10*time.Second), fmt.Sprintf("k%d", i%3), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ep := []string{"--endpoints", m.ClientURL}
+	file := filepath.Join(t.TempDir(), "backup.db")
+	out, errOut, code := runCLI(append([]string{"snapshot", "save", file, "-w", "json"}, ep...)...)
+	var man snapshot.Manifest
+	if code != 0 || json.Unmarshal([]byte(out), &man) != nil || man.Revision < 30 || man.MemberName != m.Name {
+		t.Fatalf("save: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	for range 10 {
+		cli.Put(testetcd.Ctx(t, 10*time.Second), "k", "v")
+	}
+	expectFailure(t, append([]string{"compact", "--keep-revisions", "2", "--backup", file}, ep...), exitRefused, "newest backup")
+	expectFailure(t, append([]string{"compact", "--keep-revisions", "2", "--revision", "3"}, ep...), exitUsage, "exactly one")
+	if out, errOut, code := runCLI(append([]string{"compact", "--keep-revisions", "2", "--backup", file, "--force", "--physical"}, ep...)...); code != 0 {
+		t.Fatalf("compact: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	out, errOut, code = runCLI(append([]string{"defrag", "--dry-run", "--rule", "dbSize > 0", "-w", "json"}, ep...)...)
+	var res []defrag.MemberResult
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || len(res) != 1 || res[0].Action != defrag.WouldDefragment {
+		t.Fatalf("defrag: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if out, errOut, code := runCLI(append([]string{"alarm", "list"}, ep...)...); code != 0 || out != "" {
+		t.Fatalf("alarm list: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	expectFailure(t, []string{"status", "--endpoints", fmt.Sprintf("127.0.0.1:%d", testetcd.FreePort(t)), "--dial-timeout", "200ms", "--command-timeout", "300ms"}, exitUnavailable, "")
 }

@@ -125,6 +125,41 @@ func StartCluster(t testing.TB, n int, opts ...ClusterOption) *Cluster {
 	return cl
 }
 
+// AddLearner adds a new member to the cluster as a learner and starts it.
+func (c *Cluster) AddLearner(t testing.TB, opts ...ClusterOption) *Member {
+	t.Helper()
+	m := &Member{
+		Name:      fmt.Sprintf("m%d", len(c.Members)),
+		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
+		PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
+	}
+	m.DataDir = filepath.Join(t.TempDir(), m.Name+".etcd")
+	// etcd refuses to add members until the others have been connected for
+	// a few seconds ("unhealthy cluster").
+	cli := c.Client(t)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		_, err := cli.MemberAddAsLearner(Ctx(t, 10*time.Second), []string{m.PeerURL})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("member add: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	var initial []string
+	for _, o := range append(c.Members, m) {
+		initial = append(initial, o.Name+"="+o.PeerURL)
+	}
+	m.clusterStr = strings.Join(initial, ",")
+	if err := m.start(c.Token, "existing", opts); err != nil {
+		t.Fatal(err)
+	}
+	c.Members = append(c.Members, m)
+	t.Cleanup(m.Stop)
+	return m
+}
+
 // StartSingle starts one in-process member.
 func StartSingle(t testing.TB, opts ...ClusterOption) *Member {
 	return StartCluster(t, 1, opts...).Members[0]

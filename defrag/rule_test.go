@@ -1,0 +1,41 @@
+package defrag
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestRule(t *testing.T) {
+	vars := map[string]float64{"dbSize": 1000, "dbSizeInUse": 300, "dbSizeFree": 700, "dbQuota": 2000, "dbQuotaUsage": 0.5}
+	for _, tc := range []struct {
+		src  string
+		want bool
+		err  bool
+	}{
+		{"", true, false},
+		{"dbSizeFree > 256*1024*1024 || dbQuotaUsage > 0.8", false, false},
+		{"dbSizeFree > 600 || dbQuotaUsage > 0.8", true, false},
+		{"dbSizeFree >= 700 && !(dbSize < 1000)", true, false},
+		{"(dbSize - dbSizeInUse) / dbSize > 0.5", true, false},
+		{"dbQuotaUsage == 0.5 && -dbSize < 0", true, false},
+		{"dbSize / 0 > 1", false, false},
+		{"dbSize", false, true},               // a number, not a decision
+		{"dbSizee > 1", false, true},          // unknown name
+		{"dbSize > 1 &&", false, true},        // syntax
+		{"dbSize > \"1\"", false, true},       // a string
+		{"f(dbSize) > 1", false, true},        // a call
+		{"dbSize > 1 + (2 > 1)", false, true}, // number and bool mixed
+	} {
+		r, err := ParseRule(tc.src)
+		if err == nil {
+			var got bool
+			got, err = r.Eval(vars)
+			if err == nil && got != tc.want {
+				t.Errorf("%q = %v, want %v", tc.src, got, tc.want)
+			}
+		}
+		if (err != nil) != tc.err || err != nil && !errors.Is(err, ErrRule) {
+			t.Errorf("%q: error %v, want error %v", tc.src, err, tc.err)
+		}
+	}
+}
