@@ -6,9 +6,11 @@ ETCDKIT_CACHE ?= $(HOME)/.cache/etcdkit
 export ETCDKIT_CACHE
 ETCD_LINES    := 3.5 3.6 3.7
 ETCD_BINS     := $(foreach v,$(ETCD_LINES),$(ETCDKIT_CACHE)/etcd/v$(v)/etcdutl)
+VERSITYGW_VERSION := v1.8.0
+VERSITYGW     := $(ETCDKIT_CACHE)/versitygw/$(VERSITYGW_VERSION)/versitygw
 TEST_TIMEOUT  ?= 25m
 
-.PHONY: all build test etcd-bins bench run vet fmt clean
+.PHONY: all build test etcd-bins s3-bins bench run vet fmt clean
 
 all: build
 
@@ -22,11 +24,18 @@ etcd-bins: $(ETCD_BINS)
 $(ETCDKIT_CACHE)/etcd/v%/etcdutl: tools/etcd/v%/go.mod tools/etcd/v%/go.sum scripts/build-etcd.sh
 	scripts/build-etcd.sh tools/etcd/v$* $(ETCDKIT_CACHE)/etcd/v$*
 
+# A real S3-compatible server for the backup repository tests (loopback only),
+# built once from the Go module proxy.
+s3-bins: $(VERSITYGW)
+
+$(VERSITYGW):
+	scripts/build-versitygw.sh $(VERSITYGW_VERSION) $(dir $@)
+
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 
-test: etcd-bins vet
+test: etcd-bins s3-bins vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Compares etcdkit with etcdutl on a >1 GB snapshot from a real etcd and
