@@ -60,6 +60,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			compactCommand(),
 			alarmCommand(),
 			recoverNoSpaceCommand(),
+			backupCommand(),
 		},
 		OnUsageError:    func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
 		ExitErrHandler:  func(*cli.Context, error) {},

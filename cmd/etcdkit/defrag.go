@@ -44,13 +44,8 @@ func defragCommand() *cli.Command {
 			case c.IsSet("data-dir"):
 				path = defrag.DBPath(c.String("data-dir"))
 			}
-			var bar *progressBar
-			opts := defrag.Options{LockTimeout: lockTimeout(c), Progress: func(done, total int64) {
-				if bar == nil {
-					bar = newProgress(c.App.ErrWriter, "defragmenting", total)
-				}
-				bar.Set(done)
-			}}
+			bar := newLazyBar(c.App.ErrWriter, "defragmenting")
+			opts := defrag.Options{LockTimeout: lockTimeout(c), Progress: bar.Report}
 			res, err := defrag.Defrag(c.Context, path, opts)
 			bar.Done()
 			if err != nil {

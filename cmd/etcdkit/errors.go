@@ -4,6 +4,7 @@ import (
 	"io/fs"
 
 	"github.com/etcdkit/etcdkit/alarm"
+	"github.com/etcdkit/etcdkit/backup"
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/compact"
 	"github.com/etcdkit/etcdkit/defrag"
@@ -11,6 +12,7 @@ import (
 	"github.com/etcdkit/etcdkit/internal/boltdb"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
+	"github.com/etcdkit/etcdkit/repo"
 	"github.com/etcdkit/etcdkit/restore"
 	"github.com/etcdkit/etcdkit/snapshot"
 )
@@ -26,6 +28,9 @@ var errorCodes = []struct {
 	{exitUsage, []error{restore.ErrConfig, compact.ErrPolicy, defrag.ErrRule}},
 	{exitUnavailable, []error{cluster.ErrUnreachable, snapshot.ErrNoMember, defrag.ErrUnhealthy, alarm.ErrStillFull}},
 	{exitMismatch, []error{etcdfmt.ErrTrailer}},
+	{exitCorrupt, []error{backup.ErrCorrupt}},
+	{exitInput, []error{backup.ErrIdentity, backup.ErrNoBackup, repo.ErrNotFound, repo.ErrURL, repo.ErrAccess}},
+	{exitUsage, []error{backup.ErrRetention}},
 	{exitCorrupt, []error{snapshot.ErrIntegrity, boltdb.ErrDamaged, etcdfmt.ErrBadRevKey}},
 	{exitInput, []error{fs.ErrNotExist, boltdb.ErrNotBolt, compact.ErrNoClock, restore.ErrNoTrailer, restore.ErrNotEtcd, hashkv.ErrCompacted, hashkv.ErrFutureRev}},
 }

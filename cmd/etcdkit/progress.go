@@ -80,3 +80,24 @@ func renderProgress(label string, done, total int64, elapsed time.Duration) stri
 	}
 	return fmt.Sprintf("%s [%s] %3.0f%% %s/%s%s", label, bar, frac*100, humanBytes(done), humanBytes(total), rate)
 }
+
+// lazyBar is a progress bar created at the first report, when the total is
+// known. Report is the callback for the capability packages.
+type lazyBar struct {
+	w     io.Writer
+	label string
+	bar   *progressBar
+}
+
+func newLazyBar(w io.Writer, label string) *lazyBar { return &lazyBar{w: w, label: label} }
+
+// Report records progress.
+func (l *lazyBar) Report(done, total int64) {
+	if l.bar == nil {
+		l.bar = newProgress(l.w, l.label, total)
+	}
+	l.bar.Set(done)
+}
+
+// Done ends the bar's line, if one was drawn.
+func (l *lazyBar) Done() { l.bar.Done() }

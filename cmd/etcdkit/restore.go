@@ -18,7 +18,7 @@ func restoreCommand() *cli.Command {
 			"under a temporary name, renamed into place only when complete and synced.\n" +
 			"Flags as etcdutl snapshot restore; --output-dir DIR writes DIR/<name>.etcd for every\n" +
 			"member of --initial-cluster in one run.",
-		ArgsUsage: "FILE",
+		ArgsUsage: "FILE | --repo URL [--backup ID]",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "data-dir", Usage: "path to the output data directory (default: <name>.etcd)"},
 			&cli.StringFlag{Name: "wal-dir", Usage: "path to the WAL directory (default: inside --data-dir)"},
@@ -31,9 +31,17 @@ func restoreCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "bump-revision", Usage: "increase the latest revision by this much (requires --mark-compacted)"},
 			&cli.BoolFlag{Name: "mark-compacted", Usage: "mark the bumped revision compacted, so watchers of older revisions are cancelled (requires --bump-revision)"},
 			&cli.Uint64Flag{Name: "initial-memory-map-size", Usage: "accepted for etcdutl compatibility; etcdkit does not map the db to restore it"},
+			&cli.StringFlag{Name: "repo", EnvVars: []string{"ETCDKIT_REPO"}, Usage: "restore from this backup repository instead of a FILE (streamed: download, decrypt, decompress, verify, restore)"},
+			&cli.StringFlag{Name: "backup", Value: "latest", Usage: "with --repo: the backup ID, or latest"},
+			flagIdentity,
 		},
 		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 1, "one snapshot FILE"); err != nil {
+			fromRepo := c.String("repo") != ""
+			if fromRepo {
+				if err := needArgs(c, 0, "no FILE with --repo"); err != nil {
+					return err
+				}
+			} else if err := needArgs(c, 1, "one snapshot FILE"); err != nil {
 				return err
 			}
 			path := c.Args().First()
@@ -57,6 +65,9 @@ func restoreCommand() *cli.Command {
 			}
 			if (cfg.BumpRevision > 0) != cfg.MarkCompacted {
 				return usageError{fmt.Errorf("--mark-compacted and --bump-revision N (N > 0) go together")}
+			}
+			if fromRepo {
+				return restoreFromRepo(c, cfg)
 			}
 			if fi, err := os.Stat(path); err == nil {
 				bar := newProgress(c.App.ErrWriter, "restoring", fi.Size())
@@ -89,4 +100,35 @@ func restoreRecord(path string, r restore.Result) record {
 		rec.fields = append(rec.fields, [2]string{"Member " + m.Name, m.ID + " " + m.DataDir})
 	}
 	return rec
+}
+
+// restoreFromRepo streams a backup from a repository into the restore:
+// nothing is staged on disk but the data dirs being built.
+func restoreFromRepo(c *cli.Context, cfg restore.Config) error {
+	ids, err := identities(c)
+	if err != nil {
+		return err
+	}
+	r, err := openRepo(c)
+	if err != nil {
+		return err
+	}
+	m, err := r.Find(c.Context, c.String("backup"))
+	if err != nil {
+		return err
+	}
+	rc, err := r.Open(c.Context, m, ids)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	bar := newProgress(c.App.ErrWriter, "restoring", m.Size)
+	cfg.Progress = bar.Set
+	name := "backup " + m.ID
+	res, err := restore.RestoreFrom(c.Context, cfg, rc, name, m.Size)
+	bar.Done()
+	if err != nil {
+		return err
+	}
+	return output(c, restoreRecord(name, res))
 }

@@ -24,13 +24,8 @@ func saveCommand() *cli.Command {
 				return err
 			}
 			defer cl.Close()
-			var bar *progressBar
-			m, err := snapshot.Save(c.Context, cl, c.Args().First(), snapshot.SaveOptions{Progress: func(done, total int64) {
-				if bar == nil {
-					bar = newProgress(c.App.ErrWriter, "saving", total)
-				}
-				bar.Set(done)
-			}})
+			bar := newLazyBar(c.App.ErrWriter, "saving")
+			m, err := snapshot.Save(c.Context, cl, c.Args().First(), snapshot.SaveOptions{Progress: bar.Report})
 			bar.Done()
 			if err != nil {
 				return err

@@ -1,0 +1,374 @@
+// Package backup keeps etcd snapshots in a repository (a local directory or
+// an S3 bucket, package repo): each backup is one data object, compressed
+// with zstd and optionally encrypted with age, and a manifest written last,
+// so a listing never shows a backup whose data is incomplete. Every read
+// checks the sha256 of the stored object and of the raw snapshot against
+// the manifest.
+package backup
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/etcdkit/etcdkit/cluster"
+	"github.com/etcdkit/etcdkit/repo"
+	"github.com/etcdkit/etcdkit/snapshot"
+)
+
+// Errors a caller maps to exit codes.
+var (
+	// ErrCorrupt: a stored object does not match its manifest.
+	ErrCorrupt = errors.New("backup damaged")
+	// ErrIdentity: an encrypted backup and no identity that opens it.
+	ErrIdentity = errors.New("cannot decrypt the backup")
+	// ErrNoBackup: no backup with that ID (or none at all).
+	ErrNoBackup = errors.New("no such backup")
+)
+
+const (
+	prefix       = "backups/"
+	manifestName = "manifest.json"
+)
+
+// Manifest describes one backup: the snapshot's own manifest plus how it
+// is stored.
+type Manifest struct {
+	ID string `json:"id"`
+	snapshot.Manifest
+	RawSHA256    string     `json:"rawSha256"` // of the whole snapshot file
+	Object       string     `json:"object"`
+	Compression  string     `json:"compression"`          // zstd or none
+	Encryption   string     `json:"encryption,omitempty"` // age
+	StoredSize   int64      `json:"storedSize"`
+	StoredSHA256 string     `json:"storedSha256"`
+	Verified     bool       `json:"verified"`
+	VerifiedAt   *time.Time `json:"verifiedAt,omitempty"`
+}
+
+func (m Manifest) dir() string { return prefix + m.ID + "/" }
+
+// Before orders backups by time, then revision (never by name).
+func (m Manifest) Before(o Manifest) bool {
+	if !m.Time.Equal(o.Time) {
+		return m.Time.Before(o.Time)
+	}
+	return m.Revision < o.Revision
+}
+
+// Repository is a backup repository.
+type Repository struct {
+	Store repo.Store
+}
+
+// Open opens the repository at a URL (see repo.Open).
+func Open(ctx context.Context, url string) (*Repository, error) {
+	s, err := repo.Open(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	return &Repository{Store: s}, nil
+}
+
+// CreateOptions tune Create.
+type CreateOptions struct {
+	Compression string          // "zstd" (default) or "none"
+	Recipients  []age.Recipient // encrypt to these when set
+	TempDir     string          // where the snapshot is staged (default: the system's)
+	// Verify re-reads the stored object after the upload and checks it.
+	Verify   bool
+	Progress func(done, total int64)
+	// Uploaded, when set, is called with the bytes stored so far.
+	Uploaded func(n int64)
+}
+
+// Create takes a snapshot of the cluster, stores it and writes its
+// manifest last.
+func (r *Repository) Create(ctx context.Context, c *cluster.Cluster, opts CreateOptions) (Manifest, error) {
+	if opts.Compression == "" {
+		opts.Compression = "zstd"
+	}
+	if opts.Compression != "zstd" && opts.Compression != "none" {
+		return Manifest{}, fmt.Errorf("compression %q: use zstd or none", opts.Compression)
+	}
+	dir, err := os.MkdirTemp(opts.TempDir, "etcdkit-backup-")
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer os.RemoveAll(dir)
+	file := filepath.Join(dir, "snapshot.db")
+	sm, err := snapshot.Save(ctx, c, file, snapshot.SaveOptions{Progress: opts.Progress})
+	if err != nil {
+		return Manifest{}, err
+	}
+	var rnd [3]byte
+	rand.Read(rnd[:])
+	m := Manifest{ID: sm.Time.Format("20060102T150405Z") + "-" + hex.EncodeToString(rnd[:]), Manifest: sm, Compression: opts.Compression}
+	m.Object = m.dir() + "snapshot.db"
+	if m.Compression == "zstd" {
+		m.Object += ".zst"
+	}
+	if len(opts.Recipients) > 0 {
+		m.Encryption, m.Object = "age", m.Object+".age"
+	}
+	if err := r.upload(ctx, file, &m, opts.Recipients, opts.Uploaded); err != nil {
+		return m, err
+	}
+	if opts.Verify {
+		if err := r.verifyStored(ctx, &m); err != nil {
+			return m, err
+		}
+	}
+	return m, r.writeManifest(ctx, m)
+}
+
+// upload streams the snapshot file through zstd and age into the store,
+// hashing the raw and the stored bytes on the way.
+func (r *Repository) upload(ctx context.Context, file string, m *Manifest, recipients []age.Recipient, uploaded func(int64)) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	pr, pw := io.Pipe()
+	rawHash, storedHash := sha256.New(), sha256.New()
+	stored := &countingHash{h: storedHash, report: uploaded}
+	go func() {
+		pw.CloseWithError(encode(io.MultiWriter(pw, stored), io.TeeReader(f, rawHash), m.Compression, recipients))
+	}()
+	if err := r.Store.Put(ctx, m.Object, pr, -1); err != nil {
+		pr.CloseWithError(err)
+		r.Store.Delete(context.WithoutCancel(ctx), m.Object)
+		return err
+	}
+	m.RawSHA256 = hex.EncodeToString(rawHash.Sum(nil))
+	m.StoredSHA256, m.StoredSize = hex.EncodeToString(storedHash.Sum(nil)), stored.n
+	return nil
+}
+
+// encode writes src to dst compressed and encrypted as asked.
+func encode(dst io.Writer, src io.Reader, compression string, recipients []age.Recipient) error {
+	w := io.WriteCloser(nopCloser{dst})
+	if len(recipients) > 0 {
+		aw, err := age.Encrypt(dst, recipients...)
+		if err != nil {
+			return err
+		}
+		w = aw
+	}
+	inner := w
+	if compression == "zstd" {
+		zw, err := zstd.NewWriter(w)
+		if err != nil {
+			return err
+		}
+		inner = zw
+	}
+	if _, err := io.Copy(inner, src); err != nil {
+		return err
+	}
+	if inner != w {
+		if err := inner.Close(); err != nil {
+			return err
+		}
+	}
+	return w.Close()
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+type countingHash struct {
+	h      hash.Hash
+	n      int64
+	report func(int64)
+}
+
+func (c *countingHash) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	if c.report != nil {
+		c.report(c.n)
+	}
+	return c.h.Write(p)
+}
+
+func (r *Repository) writeManifest(ctx context.Context, m Manifest) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return r.Store.Put(ctx, m.dir()+manifestName, strings.NewReader(string(b)+"\n"), int64(len(b)+1))
+}
+
+// List returns the repository's complete backups, oldest first.
+func (r *Repository) List(ctx context.Context) ([]Manifest, error) {
+	objs, err := r.Store.List(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []Manifest
+	for _, o := range objs {
+		if !strings.HasSuffix(o.Name, "/"+manifestName) {
+			continue
+		}
+		m, err := r.readManifest(ctx, o.Name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Before(out[j]) })
+	return out, nil
+}
+
+func (r *Repository) readManifest(ctx context.Context, name string) (Manifest, error) {
+	rc, err := r.Store.Get(ctx, name)
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer rc.Close()
+	var m Manifest
+	if err := json.NewDecoder(rc).Decode(&m); err != nil {
+		return Manifest{}, fmt.Errorf("%s in %s: %w: not a manifest: %v", name, r.Store, ErrCorrupt, err)
+	}
+	return m, nil
+}
+
+// Find returns the backup with this ID, or the newest for "latest".
+func (r *Repository) Find(ctx context.Context, id string) (Manifest, error) {
+	all, err := r.List(ctx)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if id == "latest" || id == "" {
+		if len(all) == 0 {
+			return Manifest{}, fmt.Errorf("%w: %s holds no backup", ErrNoBackup, r.Store)
+		}
+		return all[len(all)-1], nil
+	}
+	for _, m := range all {
+		if m.ID == id {
+			return m, nil
+		}
+	}
+	return Manifest{}, fmt.Errorf("%w %q in %s", ErrNoBackup, id, r.Store)
+}
+
+// Open streams the raw snapshot of a backup: download, decrypt,
+// decompress. The stored object's sha256 and size are checked when it has
+// been read to its end, the raw snapshot's when the returned reader
+// reaches its end: a mismatch is the reader's error instead of io.EOF, so
+// a consumer that commits only at EOF (restore) never commits bad data.
+func (r *Repository) Open(ctx context.Context, m Manifest, identities []age.Identity) (io.ReadCloser, error) {
+	rc, err := r.Store.Get(ctx, m.Object)
+	if err != nil {
+		return nil, err
+	}
+	stored := &checkedReader{r: rc, h: sha256.New(), want: m.StoredSHA256, size: m.StoredSize, what: "stored object " + m.Object}
+	var plain io.Reader = stored
+	if m.Encryption == "age" {
+		if len(identities) == 0 {
+			rc.Close()
+			return nil, fmt.Errorf("%w %s: it is encrypted with age; pass --identity FILE", ErrIdentity, m.ID)
+		}
+		d, err := age.Decrypt(stored, identities...)
+		if err != nil {
+			rc.Close()
+			if errors.Is(err, age.ErrIncorrectIdentity) || strings.Contains(err.Error(), "no identity matched") {
+				return nil, fmt.Errorf("%w %s: none of the identities matches its recipients", ErrIdentity, m.ID)
+			}
+			return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, m.ID, err)
+		}
+		plain = d
+	}
+	var zr *zstd.Decoder
+	if m.Compression == "zstd" {
+		zr, err = zstd.NewReader(plain, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		if err != nil {
+			rc.Close()
+			return nil, err
+		}
+		plain = zr
+	}
+	raw := &checkedReader{r: plain, h: sha256.New(), want: m.RawSHA256, size: m.Size, what: "snapshot of " + m.ID, then: stored.drain}
+	return &backupReader{raw: raw, close: func() error {
+		if zr != nil {
+			zr.Close()
+		}
+		return rc.Close()
+	}, id: m.ID}, nil
+}
+
+type backupReader struct {
+	raw   *checkedReader
+	close func() error
+	id    string
+}
+
+func (b *backupReader) Read(p []byte) (int, error) {
+	n, err := b.raw.Read(p)
+	if err != nil && err != io.EOF && !errors.Is(err, ErrCorrupt) {
+		err = fmt.Errorf("%w: %s: %v", ErrCorrupt, b.id, err)
+	}
+	return n, err
+}
+
+func (b *backupReader) Close() error { return b.close() }
+
+// checkedReader hashes what it reads and, at the end, compares the hash
+// and the size with the manifest's.
+type checkedReader struct {
+	r    io.Reader
+	h    hash.Hash
+	n    int64
+	want string
+	size int64
+	what string
+	then func() error // runs at EOF before the check (drains an outer reader)
+	err  error
+}
+
+func (c *checkedReader) Read(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	n, err := c.r.Read(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	if err == io.EOF {
+		if c.then != nil {
+			if derr := c.then(); derr != nil {
+				err = derr
+			}
+		}
+		if err == io.EOF {
+			if got := hex.EncodeToString(c.h.Sum(nil)); got != c.want || c.n != c.size {
+				err = fmt.Errorf("%w: %s: sha256 %s and %d bytes, the manifest says %s and %d bytes", ErrCorrupt, c.what, got, c.n, c.want, c.size)
+			}
+		}
+		c.err = err
+	}
+	return n, err
+}
+
+// drain reads the rest of the stream (a decompressor may stop before the
+// end of its input) so that the check at EOF covers every byte.
+func (c *checkedReader) drain() error {
+	_, err := io.Copy(io.Discard, c)
+	return err
+}

@@ -1,0 +1,407 @@
+package backup_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/etcdkit/etcdkit/backup"
+	"github.com/etcdkit/etcdkit/cluster"
+	"github.com/etcdkit/etcdkit/hashkv"
+	"github.com/etcdkit/etcdkit/internal/testetcd"
+	"github.com/etcdkit/etcdkit/repo"
+	"github.com/etcdkit/etcdkit/restore"
+)
+
+const childEnv = "ETCDKIT_TEST_BACKUP_CHILD"
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(childEnv); spec != "" {
+		os.Exit(runChild(spec))
+	}
+	testetcd.Main(m)
+}
+
+// source is a running member with data, and a connection to it.
+type source struct {
+	m *testetcd.Member
+	c *cluster.Cluster
+}
+
+func newSource(t *testing.T) source {
+	t.Helper()
+	m := testetcd.StartSingle(t)
+	if _, err := testetcd.Load(testetcd.Ctx(t, time.Minute), m.Client(t), testetcd.SmallSpec); err != nil {
+		t.Fatal(err)
+	}
+	c, err := cluster.Connect(context.Background(), cluster.Config{Endpoints: []string{m.ClientURL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return source{m, c}
+}
+
+func (s source) write(t *testing.T, n int) {
+	for i := range n {
+		if _, err := s.m.Client(t).Put(context.Background(), fmt.Sprintf("/more/%d", i), "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// restoreFromRepo streams a backup into a data dir and returns the
+// restored db's hashkv at the backup's revision.
+func restoreFromRepo(t *testing.T, r *backup.Repository, m backup.Manifest, ids []age.Identity) (string, error) {
+	t.Helper()
+	rc, err := r.Open(context.Background(), m, ids)
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	dir := filepath.Join(t.TempDir(), "restored.etcd")
+	_, err = restore.RestoreFrom(context.Background(), restore.Config{
+		Name: "r", PeerURLs: []string{"http://127.0.0.1:2380"}, InitialCluster: "r=http://127.0.0.1:2380",
+		InitialClusterToken: "t", DataDir: dir,
+	}, rc, "backup "+m.ID, m.Size)
+	return dir, err
+}
+
+// TestRepository creates backups in a local directory and in a real S3
+// server (plain zstd, uncompressed, zstd+age), lists, checks, restores the
+// encrypted one by streaming it and compares its HashKV with the server's,
+// copies to the other kind of store, deletes and prunes.
+func TestRepository(t *testing.T) {
+	src := newSource(t)
+	s3 := testetcd.StartS3(t, "backups", "copies")
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, kind := range []string{"local", "s3"} {
+		t.Run(kind, func(t *testing.T) {
+			url, other := filepath.Join(t.TempDir(), "repo"), s3.URL("copies", kind)
+			if kind == "s3" {
+				url, other = s3.URL("backups", "site-a"), filepath.Join(t.TempDir(), "copy")
+			}
+			r, err := backup.Open(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			opts := []backup.CreateOptions{
+				{Verify: true},
+				{Verify: true, Compression: "none"},
+				{Verify: true, Recipients: []age.Recipient{id.Recipient()}},
+			}
+			var made []backup.Manifest
+			for _, o := range opts {
+				src.write(t, 20)
+				m, err := r.Create(ctx, src.c, o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				made = append(made, m)
+			}
+			list, err := r.List(ctx)
+			if err != nil || len(list) != 3 {
+				t.Fatalf("list %d %v", len(list), err)
+			}
+			for i, m := range list {
+				if m.ID != made[i].ID || !m.Verified || m.StoredSHA256 == "" || m.RawSHA256 == "" || m.Revision == 0 {
+					t.Errorf("listed %+v, made %+v", m, made[i])
+				}
+				if i > 0 && m.Revision <= list[i-1].Revision {
+					t.Errorf("revisions not increasing: %d then %d", list[i-1].Revision, m.Revision)
+				}
+			}
+			if list[0].StoredSize >= list[0].Size || list[1].StoredSize != list[1].Size {
+				t.Errorf("stored sizes: zstd %d of %d, none %d of %d", list[0].StoredSize, list[0].Size, list[1].StoredSize, list[1].Size)
+			}
+			res, err := r.Check(ctx, "", []age.Identity{id})
+			if err != nil || len(res) != 3 {
+				t.Fatalf("check %+v %v", res, err)
+			}
+			for _, c := range res {
+				if !c.OK || c.Content != "snapshot" {
+					t.Errorf("check %+v", c)
+				}
+			}
+			if res, _ := r.Check(ctx, made[2].ID, nil); !res[0].OK || res[0].Content != "stored object" {
+				t.Errorf("check without identity %+v", res)
+			}
+
+			latest, err := r.Find(ctx, "latest")
+			if err != nil || latest.ID != made[2].ID {
+				t.Fatalf("latest %+v %v", latest, err)
+			}
+			dir, err := restoreFromRepo(t, r, latest, []age.Identity{id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			hk, err := hashkv.Compute(hashkv.DBPath(dir), latest.Revision, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv, err := src.m.Client(t).HashKV(testetcd.Ctx(t, 30*time.Second), src.m.ClientURL, latest.Revision)
+			if err != nil || srv.Hash != hk.Hash {
+				t.Errorf("restored hashkv %d, server %d at %d (%v)", hk.Hash, srv.Hash, latest.Revision, err)
+			}
+
+			dst, err := backup.Open(ctx, other)
+			if err != nil {
+				t.Fatal(err)
+			}
+			copied, err := r.CopyTo(ctx, dst)
+			if err != nil || len(copied) != 3 {
+				t.Fatalf("copy %d %v", len(copied), err)
+			}
+			if again, err := r.CopyTo(ctx, dst); err != nil || len(again) != 0 {
+				t.Errorf("second copy %d %v", len(again), err)
+			}
+			if res, err := dst.Check(ctx, "", []age.Identity{id}); err != nil || len(res) != 3 {
+				t.Errorf("check the copy: %+v %v", res, err)
+			}
+
+			if _, err := r.Delete(ctx, made[1].ID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Prune(ctx, backup.Retention{}, 0, false); !errors.Is(err, backup.ErrRetention) {
+				t.Errorf("prune without rules: %v", err)
+			}
+			pr, err := r.Prune(ctx, backup.Retention{KeepLast: 1}, 0, true)
+			if err != nil || len(pr.Decisions) != 2 || !pr.Decisions[0].Keep || pr.Decisions[1].Keep {
+				t.Fatalf("dry prune %+v %v", pr, err)
+			}
+			if l, _ := r.List(ctx); len(l) != 2 {
+				t.Errorf("dry run deleted: %d left", len(l))
+			}
+			if _, err := r.Prune(ctx, backup.Retention{KeepLast: 1}, 0, false); err != nil {
+				t.Fatal(err)
+			}
+			if l, _ := r.List(ctx); len(l) != 1 || l[0].ID != made[2].ID {
+				t.Errorf("after prune: %+v", l)
+			}
+			objs, _ := r.Store.List(ctx, "")
+			if len(objs) != 2 { // one backup: data and manifest
+				t.Errorf("objects left: %+v", objs)
+			}
+		})
+	}
+}
+
+func day(d, h int) time.Time { return time.Date(2026, 11, d, h, 0, 0, 0, time.UTC) }
+
+// TestDecide checks the retention rules on a month of backups.
+func TestDecide(t *testing.T) {
+	var all []backup.Manifest
+	for d := 1; d <= 28; d++ {
+		for _, h := range []int{3, 15} {
+			m := backup.Manifest{ID: fmt.Sprintf("%02d-%02d", d, h)}
+			m.Time, m.Revision = day(d, h), int64(d*100+h)
+			all = append(all, m)
+		}
+	}
+	all[10].Verified = true // 06-03, old
+	kept := func(p backup.Retention) []string {
+		var ids []string
+		for _, d := range backup.Decide(all, p) {
+			if d.Keep {
+				ids = append(ids, d.ID)
+			}
+		}
+		return ids
+	}
+	for _, tc := range []struct {
+		name string
+		p    backup.Retention
+		want string
+	}{
+		{"last 3", backup.Retention{KeepLast: 3}, "28-15 28-03 27-15 06-03"},
+		{"daily 3", backup.Retention{KeepDaily: 3}, "28-15 27-15 26-15 06-03"},
+		{"hourly 2", backup.Retention{KeepHourly: 2}, "28-15 28-03 06-03"},
+		{"weekly 2", backup.Retention{KeepWeekly: 2}, "28-15 22-15 06-03"},
+		{"monthly 2", backup.Retention{KeepMonthly: 2}, "28-15 06-03"},
+		{"within 24h", backup.Retention{KeepWithin: 24 * time.Hour}, "28-15 28-03 27-15 06-03"},
+		{"combined", backup.Retention{KeepLast: 1, KeepDaily: 2}, "28-15 27-15 06-03"},
+	} {
+		if got := strings.Join(kept(tc.p), " "); got != tc.want {
+			t.Errorf("%s: kept %s, want %s", tc.name, got, tc.want)
+		}
+	}
+	// Order comes from time and revision, never from the ID.
+	swapped := append([]backup.Manifest(nil), all...)
+	swapped[len(swapped)-1].ID, swapped[0].ID = swapped[0].ID, swapped[len(swapped)-1].ID
+	if d := backup.Decide(swapped, backup.Retention{KeepLast: 1}); d[0].Time != day(28, 15) {
+		t.Errorf("newest by time is %v", d[0].Time)
+	}
+}
+
+// childSpec is a backup create in a child process, paused during the
+// upload so the test can kill it.
+type childSpec struct {
+	Repo     string
+	Endpoint string
+	Access   string
+	Secret   string
+}
+
+func runChild(spec string) int {
+	var cs childSpec
+	if err := json.Unmarshal([]byte(spec), &cs); err != nil {
+		return 2
+	}
+	os.Setenv("AWS_ACCESS_KEY_ID", cs.Access)
+	os.Setenv("AWS_SECRET_ACCESS_KEY", cs.Secret)
+	ctx := context.Background()
+	r, err := backup.Open(ctx, cs.Repo)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	c, err := cluster.Connect(ctx, cluster.Config{Endpoints: []string{cs.Endpoint}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	paused := false
+	_, err = r.Create(ctx, c, backup.CreateOptions{Compression: "none", Uploaded: func(n int64) {
+		if !paused && n > 1<<20 {
+			paused = true
+			fmt.Println("paused")
+			time.Sleep(time.Hour)
+		}
+	}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// TestFaults: a killed create leaves nothing listed and prune removes its
+// traces; a flipped byte in a stored object fails check and restore; a
+// wrong identity, a missing bucket, wrong credentials and the server
+// stopping mid-upload each fail with their own error.
+func TestFaults(t *testing.T) {
+	src := newSource(t)
+	s3 := testetcd.StartS3(t, "backups")
+	ctx := context.Background()
+	local := filepath.Join(t.TempDir(), "repo")
+
+	for _, url := range []string{local, s3.URL("backups", "killed")} {
+		t.Run("killed create "+strings.SplitN(url, "?", 2)[0], func(t *testing.T) {
+			cmd, out, stderr := testetcd.StartChild(t, childEnv, childSpec{Repo: url, Endpoint: src.m.ClientURL, Access: s3.Access, Secret: s3.Secret})
+			buf := make([]byte, 16)
+			if n, _ := out.Read(buf); !strings.HasPrefix(string(buf[:n]), "paused") {
+				cmd.Wait()
+				t.Fatalf("child did not pause: %s", stderr)
+			}
+			cmd.Process.Kill()
+			cmd.Wait()
+			r, err := backup.Open(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l, err := r.List(ctx); err != nil || len(l) != 0 {
+				t.Fatalf("listed after a killed create: %+v %v", l, err)
+			}
+			pr, err := r.Prune(ctx, backup.Retention{KeepLast: 5}, 0, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs, _ := r.Store.List(ctx, "")
+			left, _ := r.Store.Leftovers(ctx, time.Now().Add(time.Hour))
+			if len(objs)+len(left) != 0 {
+				t.Errorf("after prune (removed %v): objects %+v, leftovers %v", pr.Leftovers, objs, left)
+			}
+		})
+	}
+
+	r, err := backup.Open(ctx, local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := age.GenerateX25519Identity()
+	m, err := r.Create(ctx, src.c, backup.CreateOptions{Recipients: []age.Recipient{id.Recipient()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("wrong identity", func(t *testing.T) {
+		other, _ := age.GenerateX25519Identity()
+		if _, err := restoreFromRepo(t, r, m, []age.Identity{other}); !errors.Is(err, backup.ErrIdentity) {
+			t.Fatalf("error %v", err)
+		}
+		if _, err := restoreFromRepo(t, r, m, nil); !errors.Is(err, backup.ErrIdentity) || !strings.Contains(err.Error(), "--identity") {
+			t.Fatalf("error %v", err)
+		}
+	})
+	t.Run("flipped byte", func(t *testing.T) {
+		obj := filepath.Join(local, filepath.FromSlash(m.Object))
+		b, err := os.ReadFile(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 0x20
+		os.WriteFile(obj, b, 0o600)
+		res, err := r.Check(ctx, m.ID, []age.Identity{id})
+		if !errors.Is(err, backup.ErrCorrupt) || res[0].OK {
+			t.Fatalf("check %+v %v", res, err)
+		}
+		res, err = r.Check(ctx, m.ID, nil) // the stored object's hash alone
+		if !errors.Is(err, backup.ErrCorrupt) || res[0].OK {
+			t.Fatalf("check without identity %+v %v", res, err)
+		}
+		dir, err := restoreFromRepo(t, r, m, []age.Identity{id})
+		if !errors.Is(err, backup.ErrCorrupt) {
+			t.Fatalf("restore: %v", err)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("restore left %s", dir)
+		}
+	})
+	t.Run("missing bucket", func(t *testing.T) {
+		if _, err := backup.Open(ctx, s3.URL("nope", "x")); !errors.Is(err, repo.ErrNotFound) {
+			t.Fatalf("error %v", err)
+		}
+	})
+	t.Run("wrong credentials", func(t *testing.T) {
+		t.Setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+		if _, err := backup.Open(ctx, s3.URL("backups", "x")); !errors.Is(err, repo.ErrAccess) {
+			t.Fatalf("error %v", err)
+		}
+	})
+	t.Run("server stops mid-upload", func(t *testing.T) {
+		r, err := backup.Open(ctx, s3.URL("backups", "stopped"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stopped := false
+		_, err = r.Create(ctx, src.c, backup.CreateOptions{Compression: "none", Uploaded: func(n int64) {
+			if !stopped && n > 1<<20 {
+				stopped = true
+				s3.Stop()
+			}
+		}})
+		if err == nil {
+			t.Fatal("create succeeded without a server")
+		}
+		s3.Restart(t)
+		r, err = backup.Open(ctx, s3.URL("backups", "stopped"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l, err := r.List(ctx); err != nil || len(l) != 0 {
+			t.Fatalf("listed after a failed upload: %+v %v", l, err)
+		}
+	})
+}

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+	"github.com/urfave/cli/v2"
+
+	"github.com/etcdkit/etcdkit/backup"
+	"github.com/etcdkit/etcdkit/cluster"
+)
+
+var flagRepo = &cli.StringFlag{Name: "repo", Required: true, EnvVars: []string{"ETCDKIT_REPO"},
+	Usage: "repository: a path, file:///path or s3://bucket/prefix?endpoint=http://host:port&region=..."}
+
+var flagIdentity = &cli.StringFlag{Name: "identity", Usage: "age identity file to decrypt encrypted backups"}
+
+// retentionFlags are prune's (and the scheduler's) retention rules.
+func retentionFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "keep-last", Usage: "keep the newest N backups"},
+		&cli.IntFlag{Name: "keep-hourly", Usage: "keep the newest backup of each of the last N hours that have one"},
+		&cli.IntFlag{Name: "keep-daily", Usage: "… of the last N days"},
+		&cli.IntFlag{Name: "keep-weekly", Usage: "… of the last N ISO weeks"},
+		&cli.IntFlag{Name: "keep-monthly", Usage: "… of the last N months"},
+		&cli.DurationFlag{Name: "keep-within", Usage: "keep every backup taken within this duration of the newest"},
+	}
+}
+
+func retention(c *cli.Context) backup.Retention {
+	return backup.Retention{
+		KeepLast: c.Int("keep-last"), KeepHourly: c.Int("keep-hourly"), KeepDaily: c.Int("keep-daily"),
+		KeepWeekly: c.Int("keep-weekly"), KeepMonthly: c.Int("keep-monthly"), KeepWithin: c.Duration("keep-within"),
+	}
+}
+
+func openRepo(c *cli.Context) (*backup.Repository, error) {
+	return backup.Open(c.Context, c.String("repo"))
+}
+
+// identities reads the --identity file, if given.
+func identities(c *cli.Context) ([]age.Identity, error) {
+	p := c.String("identity")
+	if p == "" {
+		return nil, nil
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	ids, err := age.ParseIdentities(f)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--identity %s: %w", p, err)}
+	}
+	return ids, nil
+}
+
+// recipients parses --encrypt-to values: age recipients, or files of them.
+func recipients(values []string) ([]age.Recipient, error) {
+	var out []age.Recipient
+	for _, v := range values {
+		text := v
+		if b, err := os.ReadFile(v); err == nil {
+			text = string(b)
+		}
+		rs, err := age.ParseRecipients(strings.NewReader(text))
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--encrypt-to %s: %w", v, err)}
+		}
+		out = append(out, rs...)
+	}
+	return out, nil
+}
+
+func manifestsRecord(ms []backup.Manifest) record {
+	rec := record{json: ms, header: []string{"id", "time", "revision", "cluster id", "member", "etcd version", "size", "stored size", "sha256", "verified"}}
+	for _, m := range ms {
+		rec.rows = append(rec.rows, []string{m.ID, m.Time.Format(time.RFC3339), fmt.Sprint(m.Revision), m.ClusterID, m.MemberName,
+			m.EtcdVersion, humanBytes(m.Size), humanBytes(m.StoredSize), m.SHA256, fmt.Sprint(m.Verified)})
+		rec.fields = append(rec.fields, [2]string{"Backup", fmt.Sprintf("%s revision %d verified %v", m.ID, m.Revision, m.Verified)})
+	}
+	return rec
+}
+
+func backupCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "backup",
+		Usage: "snapshots in a repository (a directory or an S3 bucket): create, list, check, prune, delete, copy",
+		Subcommands: []*cli.Command{
+			online(&cli.Command{
+				Name:  "create",
+				Usage: "take a snapshot of the cluster into the repository (zstd; age encryption with --encrypt-to)",
+				Flags: []cli.Flag{flagRepo,
+					&cli.StringFlag{Name: "compression", Value: "zstd", Usage: "zstd or none"},
+					&cli.StringSliceFlag{Name: "encrypt-to", Usage: "age recipient (age1...) or a file of them; repeatable"},
+					&cli.BoolFlag{Name: "verify", Value: true, Usage: "re-read the stored object after the upload"},
+					&cli.StringFlag{Name: "tmp-dir", Usage: "where the snapshot is staged before the upload (default: the system's)"},
+				},
+				Action: withCluster(func(c *cli.Context, cl *cluster.Cluster) error {
+					rs, err := recipients(c.StringSlice("encrypt-to"))
+					if err != nil {
+						return err
+					}
+					r, err := openRepo(c)
+					if err != nil {
+						return err
+					}
+					bar := newLazyBar(c.App.ErrWriter, "snapshot")
+					m, err := r.Create(c.Context, cl, backup.CreateOptions{
+						Compression: c.String("compression"), Recipients: rs, Verify: c.Bool("verify"), TempDir: c.String("tmp-dir"),
+						Progress: bar.Report,
+					})
+					bar.Done()
+					if err != nil {
+						return err
+					}
+					return output(c, manifestsRecord([]backup.Manifest{m}))
+				}),
+			}),
+			leaf(&cli.Command{
+				Name: "list", Usage: "the repository's backups, oldest first", Flags: []cli.Flag{flagRepo},
+				Action: func(c *cli.Context) error {
+					r, err := openRepo(c)
+					if err != nil {
+						return err
+					}
+					ms, err := r.List(c.Context)
+					if err != nil {
+						return err
+					}
+					return output(c, manifestsRecord(ms))
+				},
+			}),
+			leaf(&cli.Command{
+				Name: "check", Usage: "re-read backups (all, or ID) and verify them against their manifests", ArgsUsage: "[ID]",
+				Flags: []cli.Flag{flagRepo, flagIdentity},
+				Action: func(c *cli.Context) error {
+					ids, err := identities(c)
+					if err != nil {
+						return err
+					}
+					r, err := openRepo(c)
+					if err != nil {
+						return err
+					}
+					res, cerr := r.Check(c.Context, c.Args().First(), ids)
+					rec := record{json: res, header: []string{"id", "ok", "checked", "error"}}
+					for _, x := range res {
+						rec.rows = append(rec.rows, []string{x.ID, fmt.Sprint(x.OK), x.Content, x.Error})
+						rec.fields = append(rec.fields, [2]string{x.ID, fmt.Sprintf("%v %s %s", x.OK, x.Content, x.Error)})
+					}
+					if err := output(c, rec); err != nil {
+						return err
+					}
+					return cerr
+				},
+			}),
+			leaf(&cli.Command{
+				Name: "prune", Usage: "delete the backups the retention rules do not keep, and leftovers of interrupted uploads",
+				Flags: append([]cli.Flag{flagRepo,
+					&cli.BoolFlag{Name: "dry-run", Usage: "print what is kept and why, delete nothing"},
+					&cli.DurationFlag{Name: "grace", Value: time.Hour, Usage: "leave traces of uploads younger than this (they may still be running)"},
+				}, retentionFlags()...),
+				Action: func(c *cli.Context) error {
+					r, err := openRepo(c)
+					if err != nil {
+						return err
+					}
+					res, err := r.Prune(c.Context, retention(c), c.Duration("grace"), c.Bool("dry-run"))
+					if err != nil {
+						return err
+					}
+					rec := record{json: res, header: []string{"id", "time", "revision", "keep", "why"}}
+					for _, d := range res.Decisions {
+						why := strings.Join(d.Reasons, ", ")
+						rec.rows = append(rec.rows, []string{d.ID, d.Time.Format(time.RFC3339), fmt.Sprint(d.Revision), fmt.Sprint(d.Keep), why})
+						rec.fields = append(rec.fields, [2]string{d.ID, fmt.Sprintf("keep=%v %s", d.Keep, why)})
+					}
+					for _, l := range res.Leftovers {
+						rec.rows = append(rec.rows, []string{l, "", "", "false", "leftover of an interrupted upload"})
+					}
+					return output(c, rec)
+				},
+			}),
+			leaf(&cli.Command{
+				Name: "delete", Usage: "delete one backup", ArgsUsage: "ID", Flags: []cli.Flag{flagRepo},
+				Action: func(c *cli.Context) error {
+					if err := needArgs(c, 1, "one backup ID"); err != nil {
+						return err
+					}
+					r, err := openRepo(c)
+					if err != nil {
+						return err
+					}
+					m, err := r.Delete(c.Context, c.Args().First())
+					if err != nil {
+						return err
+					}
+					return output(c, manifestsRecord([]backup.Manifest{m}))
+				},
+			}),
+			leaf(&cli.Command{
+				Name: "copy", Usage: "copy the backups another repository lacks into it (a second site)",
+				Flags: []cli.Flag{flagRepo, &cli.StringFlag{Name: "to", Required: true, Usage: "the other repository's URL"}},
+				Action: func(c *cli.Context) error {
+					r, err := openRepo(c)
+					if err != nil {
+						return err
+					}
+					dst, err := backup.Open(c.Context, c.String("to"))
+					if err != nil {
+						return err
+					}
+					ms, err := r.CopyTo(c.Context, dst)
+					if err != nil {
+						return err
+					}
+					return output(c, manifestsRecord(ms))
+				},
+			}),
+		},
+	}
+}
