@@ -43,5 +43,11 @@ test: etcd-bins s3-bins vet
 bench: etcd-bins build
 	$(GO) run ./tools/bench -cache $(ETCDKIT_CACHE)/bench -etcd-bins $(ETCDKIT_CACHE)/etcd/v3.7 -etcdkit bin/etcdkit -out docs/bench.md
 
+# The main job: one etcd member on 127.0.0.1:2379 with the scheduler taking
+# a backup at start and every 30 minutes into .run/backups (Ctrl-C stops it).
+run: build
+	mkdir -p .run
+	bin/etcdkit serve --data-dir .run/default.etcd --metrics-addr 127.0.0.1:9479
+
 clean:
 	rm -rf bin

@@ -51,6 +51,9 @@ type Policy struct {
 	// compaction may not go past it unless Force.
 	BackupRevision int64
 	Force          bool
+	// ClampToBackup compacts to the backup's revision instead of refusing
+	// when the policy would go past it (the scheduler's choice).
+	ClampToBackup bool
 }
 
 // Result reports a compaction.
@@ -99,6 +102,9 @@ func Compact(ctx context.Context, c *cluster.Cluster, p Policy) (Result, error) 
 	}
 	if res.Revision > res.CurrentRevision {
 		return res, fmt.Errorf("%w: revision %d is past the current revision %d", ErrPolicy, res.Revision, res.CurrentRevision)
+	}
+	if p.BackupRevision > 0 && res.Revision > p.BackupRevision && p.ClampToBackup && !p.Force {
+		res.Revision = p.BackupRevision
 	}
 	if p.BackupRevision > 0 && res.Revision > p.BackupRevision && !p.Force {
 		return res, fmt.Errorf("%w: compacting to %d would remove history after the newest backup (revision %d); compact to at most %d, take a backup first, or pass --force",

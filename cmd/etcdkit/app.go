@@ -61,6 +61,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			alarmCommand(),
 			recoverNoSpaceCommand(),
 			backupCommand(),
+			schedulerCommand(),
+			serveCommand(),
 		},
 		OnUsageError:    func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
 		ExitErrHandler:  func(*cli.Context, error) {},

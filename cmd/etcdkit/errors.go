@@ -14,6 +14,7 @@ import (
 	"github.com/etcdkit/etcdkit/internal/fsutil"
 	"github.com/etcdkit/etcdkit/repo"
 	"github.com/etcdkit/etcdkit/restore"
+	"github.com/etcdkit/etcdkit/scheduler"
 	"github.com/etcdkit/etcdkit/snapshot"
 )
 
@@ -30,7 +31,7 @@ var errorCodes = []struct {
 	{exitMismatch, []error{etcdfmt.ErrTrailer}},
 	{exitCorrupt, []error{backup.ErrCorrupt}},
 	{exitInput, []error{backup.ErrIdentity, backup.ErrNoBackup, repo.ErrNotFound, repo.ErrURL, repo.ErrAccess}},
-	{exitUsage, []error{backup.ErrRetention}},
+	{exitUsage, []error{backup.ErrRetention, scheduler.ErrConfig}},
 	{exitCorrupt, []error{snapshot.ErrIntegrity, boltdb.ErrDamaged, etcdfmt.ErrBadRevKey}},
 	{exitInput, []error{fs.ErrNotExist, boltdb.ErrNotBolt, compact.ErrNoClock, restore.ErrNoTrailer, restore.ErrNotEtcd, hashkv.ErrCompacted, hashkv.ErrFutureRev}},
 }

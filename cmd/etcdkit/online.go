@@ -37,19 +37,7 @@ func online(cmd *cli.Command) *cli.Command {
 
 // connect dials the cluster named by the connection flags.
 func connect(c *cli.Context) (*cluster.Cluster, error) {
-	var eps []string
-	for _, e := range strings.Split(c.String("endpoints"), ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			eps = append(eps, e)
-		}
-	}
-	return cluster.Connect(c.Context, cluster.Config{
-		Endpoints: eps, Discover: c.Bool("cluster"),
-		CACert: c.String("cacert"), Cert: c.String("cert"), Key: c.String("key"),
-		User: c.String("user"), Password: c.String("password"),
-		InsecureSkipTLSVerify: c.Bool("insecure-skip-tls-verify"),
-		DialTimeout:           c.Duration("dial-timeout"), CommandTimeout: c.Duration("command-timeout"),
-	})
+	return cluster.Connect(c.Context, clusterConfig(c))
 }
 
 // withCluster connects before fn and closes the connection after it.

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+
+	"github.com/etcdkit/etcdkit/cluster"
+	"github.com/etcdkit/etcdkit/compact"
+	"github.com/etcdkit/etcdkit/scheduler"
+)
+
+// envName is the ETCDKIT_* variable of a flag.
+func envName(flag string) string {
+	return "ETCDKIT_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// schedulerDefaults are the defaults that differ between the scheduler and
+// serve (which must show backups within a minute out of the box).
+type schedulerDefaults struct {
+	repo, backupSchedule, compactSchedule, defragSchedule, defragRule string
+	backupAtStart, autoRecover                                        bool
+	keepLast                                                          int
+	compactKeepRevisions                                              int64
+}
+
+// schedulerFlags are the scheduler's flags; each is also an ETCDKIT_*
+// variable and a key of the --config YAML file.
+func schedulerFlags(d schedulerDefaults) []cli.Flag {
+	flags := []cli.Flag{
+		&cli.StringFlag{Name: "repo", Value: d.repo, Usage: "backup repository URL (a path, file:///path or s3://bucket/prefix?endpoint=...)"},
+		&cli.StringFlag{Name: "backup-schedule", Value: d.backupSchedule, Usage: "cron schedule of backups (5 fields, or @every 30s, @hourly ...); empty: no backups"},
+		&cli.BoolFlag{Name: "backup-at-start", Value: d.backupAtStart, Usage: "take a backup as soon as this instance becomes active"},
+		&cli.StringFlag{Name: "compression", Value: "zstd", Usage: "zstd or none"},
+		&cli.StringSliceFlag{Name: "encrypt-to", Usage: "age recipient (or file of them) to encrypt backups to; repeatable"},
+		&cli.StringFlag{Name: "compact-schedule", Value: d.compactSchedule, Usage: "cron schedule of compactions (never past the newest backup)"},
+		&cli.Int64Flag{Name: "compact-keep-revisions", Value: d.compactKeepRevisions, Usage: "compaction policy: keep this many revisions"},
+		&cli.DurationFlag{Name: "compact-keep-duration", Usage: "compaction policy: keep this much time (via the revision clock)"},
+		&cli.StringFlag{Name: "defrag-schedule", Value: d.defragSchedule, Usage: "cron schedule of rolling defrags"},
+		&cli.StringFlag{Name: "defrag-rule", Value: d.defragRule, Usage: "defragment a member only when this holds (see etcdkit defrag --help)"},
+		&cli.BoolFlag{Name: "auto-recover-nospace", Value: d.autoRecover, Usage: "watch the alarms and recover from NOSPACE by itself"},
+		&cli.DurationFlag{Name: "alarm-check-interval", Value: 10 * time.Second, Usage: "how often the alarms and member sizes are read"},
+		&cli.StringFlag{Name: "metrics-addr", Value: "127.0.0.1:9479", Usage: "address of /metrics, /healthz, /readyz and /status; empty: none"},
+		&cli.StringFlag{Name: "name", Usage: "this instance's name in the election (default: hostname-pid)"},
+		&cli.StringFlag{Name: "election-prefix", Value: "__etcdkit/scheduler-election", Usage: "the election's key prefix"},
+		&cli.IntFlag{Name: "session-ttl", Value: 5, Usage: "seconds before a dead active instance is replaced"},
+		&cli.IntFlag{Name: "retries", Value: 2, Usage: "retries of a failed job"},
+		&cli.DurationFlag{Name: "retry-backoff", Value: 5 * time.Second, Usage: "first retry delay (doubles)"},
+		&cli.DurationFlag{Name: "stop-grace", Value: 5 * time.Minute, Usage: "on SIGTERM, how long the running job may take before it is cancelled"},
+		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+	}
+	keep := retentionFlags()
+	for _, f := range keep {
+		if f.Names()[0] == "keep-last" {
+			f.(*cli.IntFlag).Value = d.keepLast
+		}
+	}
+	flags = append(flags, keep...)
+	for _, f := range flags {
+		setEnv(f, envName(f.Names()[0]))
+	}
+	return flags
+}
+
+// setEnv adds an environment variable to a flag.
+func setEnv(f cli.Flag, env string) {
+	switch f := f.(type) {
+	case *cli.StringFlag:
+		f.EnvVars = append(f.EnvVars, env)
+	case *cli.BoolFlag:
+		f.EnvVars = append(f.EnvVars, env)
+	case *cli.IntFlag:
+		f.EnvVars = append(f.EnvVars, env)
+	case *cli.Int64Flag:
+		f.EnvVars = append(f.EnvVars, env)
+	case *cli.DurationFlag:
+		f.EnvVars = append(f.EnvVars, env)
+	case *cli.StringSliceFlag:
+		f.EnvVars = append(f.EnvVars, env)
+	}
+}
+
+// fromConfigFile lets every flag also come from the --config YAML file
+// (flags and environment variables win over the file).
+func fromConfigFile(flags []cli.Flag) []cli.Flag {
+	out := []cli.Flag{&cli.StringFlag{Name: "config", EnvVars: []string{"ETCDKIT_CONFIG"}, Usage: "YAML file whose keys are these flags' names"}}
+	for _, f := range flags {
+		switch f := f.(type) {
+		case *cli.StringFlag:
+			out = append(out, altsrc.NewStringFlag(f))
+		case *cli.BoolFlag:
+			out = append(out, altsrc.NewBoolFlag(f))
+		case *cli.IntFlag:
+			out = append(out, altsrc.NewIntFlag(f))
+		case *cli.Int64Flag:
+			out = append(out, altsrc.NewInt64Flag(f))
+		case *cli.DurationFlag:
+			out = append(out, altsrc.NewDurationFlag(f))
+		case *cli.StringSliceFlag:
+			out = append(out, altsrc.NewStringSliceFlag(f))
+		default:
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// connectionFlagsWithEnv are the connection flags, also read from ETCDKIT_*.
+func connectionFlagsWithEnv() []cli.Flag {
+	flags := connectionFlags()
+	for _, f := range flags {
+		setEnv(f, envName(f.Names()[0]))
+	}
+	return flags
+}
+
+func schedulerConfig(c *cli.Context, cc cluster.Config) (scheduler.Config, error) {
+	rs, err := recipients(c.StringSlice("encrypt-to"))
+	if err != nil {
+		return scheduler.Config{}, err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return scheduler.Config{}, usageError{fmt.Errorf("--log-level: %w", err)}
+	}
+	return scheduler.Config{
+		Cluster: cc, Repo: c.String("repo"), BackupSchedule: c.String("backup-schedule"), BackupAtStart: c.Bool("backup-at-start"),
+		Retention: retention(c), Compression: c.String("compression"), Recipients: rs,
+		CompactSchedule: c.String("compact-schedule"),
+		CompactPolicy:   compact.Policy{KeepRevisions: c.Int64("compact-keep-revisions"), KeepDuration: c.Duration("compact-keep-duration"), Physical: true},
+		DefragSchedule:  c.String("defrag-schedule"), DefragRule: c.String("defrag-rule"),
+		AutoRecoverNoSpace: c.Bool("auto-recover-nospace"), AlarmCheckEvery: c.Duration("alarm-check-interval"),
+		MetricsAddr: c.String("metrics-addr"), Name: c.String("name"), ElectionPrefix: c.String("election-prefix"),
+		SessionTTL: c.Int("session-ttl"), Retries: c.Int("retries"), RetryBackoff: c.Duration("retry-backoff"),
+		StopGrace: c.Duration("stop-grace"),
+		Logger:    slog.New(slog.NewJSONHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level})),
+	}, nil
+}
+
+// runScheduler runs s until SIGTERM or SIGINT; it exits 0 after the running
+// job finished.
+func runScheduler(c *cli.Context, cfg scheduler.Config) error {
+	s, err := scheduler.New(cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return s.Run(ctx)
+}
+
+func schedulerCommand() *cli.Command {
+	flags := fromConfigFile(append(connectionFlagsWithEnv(), schedulerFlags(schedulerDefaults{compactKeepRevisions: 0})...))
+	return &cli.Command{
+		Name:  "scheduler",
+		Usage: "run backups, compaction and defrag on cron schedules beside a cluster (one active instance, elected through etcd)",
+		Description: "Every flag is also an ETCDKIT_* variable (ETCDKIT_BACKUP_SCHEDULE, ...) and a key of the --config\n" +
+			"YAML file. JSON logs on stderr; Prometheus metrics, /healthz, /readyz and /status on --metrics-addr.",
+		Flags:        flags,
+		Before:       altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
+		OnUsageError: quietUsageError,
+		Action: func(c *cli.Context) error {
+			if err := needArgs(c, 0, "no arguments"); err != nil {
+				return err
+			}
+			cc := clusterConfig(c)
+			cfg, err := schedulerConfig(c, cc)
+			if err != nil {
+				return err
+			}
+			return runScheduler(c, cfg)
+		},
+		Subcommands: []*cli.Command{leaf(&cli.Command{
+			Name:  "status",
+			Usage: "the last job runs of a scheduler, from its --metrics-addr",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "metrics-addr", Value: "127.0.0.1:9479", EnvVars: []string{"ETCDKIT_METRICS_ADDR"}, Usage: "the scheduler's address"}},
+			Action: func(c *cli.Context) error {
+				resp, err := http.Get("http://" + c.String("metrics-addr") + "/status")
+				if err != nil {
+					return codedError{fmt.Errorf("scheduler at %s: %w", c.String("metrics-addr"), err), exitUnavailable}
+				}
+				defer resp.Body.Close()
+				var st scheduler.Status
+				if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+					return fmt.Errorf("scheduler at %s: %w", c.String("metrics-addr"), err)
+				}
+				rec := record{json: st, header: []string{"job", "start", "took", "result", "attempts", "error"}}
+				for _, r := range st.Runs {
+					took := r.End.Sub(r.Start).Round(time.Millisecond).String()
+					rec.rows = append(rec.rows, []string{r.Job, r.Start.Format(time.RFC3339), took, r.Result, fmt.Sprint(r.Attempts), r.Error})
+					rec.fields = append(rec.fields, [2]string{r.Job, fmt.Sprintf("%s %s %s %s", r.Start.Format(time.RFC3339), took, r.Result, r.Error)})
+				}
+				if writeOut(c) == "simple" {
+					fmt.Fprintf(c.App.Writer, "scheduler %s: active %v, running %q\n", st.Name, st.Active, st.Running)
+				}
+				return output(c, rec)
+			},
+		})},
+	}
+}
+
+// clusterConfig reads the connection flags.
+func clusterConfig(c *cli.Context) cluster.Config {
+	var eps []string
+	for _, e := range strings.Split(c.String("endpoints"), ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			eps = append(eps, e)
+		}
+	}
+	return cluster.Config{
+		Endpoints: eps, Discover: c.Bool("cluster"),
+		CACert: c.String("cacert"), Cert: c.String("cert"), Key: c.String("key"),
+		User: c.String("user"), Password: c.String("password"),
+		InsecureSkipTLSVerify: c.Bool("insecure-skip-tls-verify"),
+		DialTimeout:           c.Duration("dial-timeout"), CommandTimeout: c.Duration("command-timeout"),
+	}
+}

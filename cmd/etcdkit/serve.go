@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/etcdkit/etcdkit/cluster"
+	"github.com/etcdkit/etcdkit/scheduler"
+)
+
+// serveDefaults make `etcdkit serve` useful out of the box: a backup at
+// start and every 30 minutes, the last 48 kept, compaction every 5 minutes
+// keeping 10000 revisions, a daily defrag when 64 MiB are free, NOSPACE
+// recovered by itself.
+var serveDefaults = schedulerDefaults{
+	backupSchedule: "@every 30m", backupAtStart: true, keepLast: 48,
+	compactSchedule: "@every 5m", compactKeepRevisions: 10000,
+	defragSchedule: "@daily", defragRule: "dbSizeFree > 64*1024*1024", autoRecover: true,
+}
+
+func serveCommand() *cli.Command {
+	etcdFlags := []cli.Flag{
+		&cli.StringFlag{Name: "data-dir", Value: "default.etcd", Usage: "the member's data dir"},
+		&cli.StringFlag{Name: "listen-client-urls", Value: "http://127.0.0.1:2379", Usage: "URLs to serve clients on"},
+		&cli.StringFlag{Name: "advertise-client-urls", Value: "http://127.0.0.1:2379", Usage: "client URLs to advertise"},
+		&cli.StringFlag{Name: "listen-peer-urls", Value: "http://127.0.0.1:2380", Usage: "URLs to serve peers on"},
+		&cli.StringFlag{Name: "initial-advertise-peer-urls", Value: "http://127.0.0.1:2380", Usage: "peer URLs to advertise"},
+		&cli.StringFlag{Name: "initial-cluster", Usage: "initial cluster (default: <name>=<initial-advertise-peer-urls>)"},
+		&cli.StringFlag{Name: "initial-cluster-token", Value: "etcd-cluster", Usage: "initial cluster token"},
+		&cli.StringFlag{Name: "initial-cluster-state", Value: "new", Usage: "new or existing"},
+		&cli.Int64Flag{Name: "quota-backend-bytes", Usage: "backend quota (0: etcd's default, 2 GiB)"},
+	}
+	for _, f := range etcdFlags {
+		setEnv(f, envName(f.Names()[0]))
+	}
+	flags := fromConfigFile(append(etcdFlags, schedulerFlags(serveDefaults)...))
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run one etcd member in-process with the scheduler maintaining it (backups into --repo, default ./backups beside the data dir)",
+		Description: "The scheduler's flags apply; the defaults take a backup at start and every 30 minutes, keep 48,\n" +
+			"compact every 5 minutes keeping 10000 revisions, defragment daily when 64 MiB are free and\n" +
+			"recover from NOSPACE by themselves.",
+		Flags:        flags,
+		Before:       altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
+		OnUsageError: quietUsageError,
+		Action: func(c *cli.Context) error {
+			if err := needArgs(c, 0, "no arguments"); err != nil {
+				return err
+			}
+			cfg, err := embedConfig(c)
+			if err != nil {
+				return usageError{err}
+			}
+			e, err := embed.StartEtcd(cfg)
+			if err != nil {
+				return fmt.Errorf("start etcd: %w", err)
+			}
+			defer e.Close()
+			select {
+			case <-e.Server.ReadyNotify():
+			case err := <-e.Err():
+				return fmt.Errorf("etcd: %w", err)
+			case <-time.After(5 * time.Minute):
+				return fmt.Errorf("etcd did not become ready in 5 minutes")
+			}
+			var eps []string
+			for _, u := range cfg.AdvertiseClientUrls {
+				eps = append(eps, u.String())
+			}
+			sc, err := schedulerConfig(c, cluster.Config{Endpoints: eps, DialTimeout: 2 * time.Second, CommandTimeout: 10 * time.Second})
+			if err != nil {
+				return err
+			}
+			if !c.IsSet("repo") {
+				abs, _ := filepath.Abs(cfg.Dir)
+				sc.Repo = filepath.Join(filepath.Dir(abs), "backups")
+			}
+			sc.Logger.Info("etcd is serving", "name", cfg.Name, "data-dir", cfg.Dir, "client-urls", strings.Join(eps, ","), "repo", sc.Repo)
+			s, err := scheduler.New(sc)
+			if err != nil {
+				return usageError{err}
+			}
+			sigCtx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			ctx, cancel := context.WithCancel(sigCtx)
+			defer cancel()
+			go func() {
+				select {
+				case err := <-e.Err():
+					if err != nil {
+						sc.Logger.Error("etcd stopped serving; stopping", "err", err.Error())
+						cancel()
+					}
+				case <-ctx.Done():
+				}
+			}()
+			return s.Run(ctx)
+		},
+	}
+}
+
+// embedConfig builds the member's configuration from the flags.
+func embedConfig(c *cli.Context) (*embed.Config, error) {
+	cfg := embed.NewConfig()
+	cfg.Name = c.String("name")
+	if cfg.Name == "" {
+		cfg.Name = "default"
+	}
+	cfg.Dir = c.String("data-dir")
+	cfg.LogLevel = "warn"
+	cfg.InitialClusterToken = c.String("initial-cluster-token")
+	cfg.ClusterState = c.String("initial-cluster-state")
+	cfg.QuotaBackendBytes = c.Int64("quota-backend-bytes")
+	for _, x := range []struct {
+		flag string
+		dst  *[]url.URL
+	}{
+		{"listen-client-urls", &cfg.ListenClientUrls}, {"advertise-client-urls", &cfg.AdvertiseClientUrls},
+		{"listen-peer-urls", &cfg.ListenPeerUrls}, {"initial-advertise-peer-urls", &cfg.AdvertisePeerUrls},
+	} {
+		var us []url.URL
+		for _, s := range strings.Split(c.String(x.flag), ",") {
+			u, err := url.Parse(strings.TrimSpace(s))
+			if err != nil || u.Host == "" {
+				return nil, fmt.Errorf("--%s %q: not a URL", x.flag, s)
+			}
+			us = append(us, *u)
+		}
+		*x.dst = us
+	}
+	cfg.InitialCluster = c.String("initial-cluster")
+	if cfg.InitialCluster == "" {
+		cfg.InitialCluster = cfg.Name + "=" + c.String("initial-advertise-peer-urls")
+	}
+	return cfg, cfg.Validate()
+}

@@ -1,0 +1,99 @@
+package scheduler
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/etcdkit/etcdkit/backup"
+)
+
+// metrics are the scheduler's Prometheus metrics, all prefixed etcdkit_.
+type metrics struct {
+	reg         *prometheus.Registry
+	runs        *prometheus.CounterVec
+	failures    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	lastSuccess *prometheus.GaugeVec
+	active      prometheus.Gauge
+	backupRev   prometheus.Gauge
+	backupSize  prometheus.Gauge
+	backupTime  prometheus.Gauge
+	dbSize      *prometheus.GaugeVec
+	dbInUse     *prometheus.GaugeVec
+	newest      atomic.Int64 // unix nanoseconds of the newest backup
+}
+
+func newMetrics(s *Scheduler) *metrics {
+	m := &metrics{
+		reg:         prometheus.NewRegistry(),
+		runs:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "etcdkit_job_runs_total", Help: "Job runs by job and result (success, failed, skipped)."}, []string{"job", "result"}),
+		failures:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "etcdkit_job_failures_total", Help: "Failed job runs (after retries), and failed connection attempts as job=connect."}, []string{"job"}),
+		duration:    prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "etcdkit_job_duration_seconds", Help: "Duration of job attempts.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}, []string{"job"}),
+		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "etcdkit_job_last_success_timestamp_seconds", Help: "Unix time of each job's last success."}, []string{"job"}),
+		active:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "etcdkit_scheduler_active", Help: "1 when this instance is the elected active scheduler."}),
+		backupRev:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "etcdkit_backup_newest_revision", Help: "Revision of the newest backup this instance stored."}),
+		backupSize:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "etcdkit_backup_newest_size_bytes", Help: "Snapshot size of the newest backup."}),
+		backupTime:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "etcdkit_backup_newest_timestamp_seconds", Help: "Unix time of the newest backup."}),
+		dbSize:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "etcdkit_member_db_size_bytes", Help: "Each member's db file size."}, []string{"member"}),
+		dbInUse:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "etcdkit_member_db_size_in_use_bytes", Help: "Each member's db bytes in use."}, []string{"member"}),
+	}
+	age := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "etcdkit_backup_newest_age_seconds", Help: "Age of the newest backup (0 before the first)."}, func() float64 {
+		return m.newestAge()
+	})
+	m.reg.MustRegister(m.runs, m.failures, m.duration, m.lastSuccess, m.active, m.backupRev, m.backupSize, m.backupTime, m.dbSize, m.dbInUse, age)
+	return m
+}
+
+func (m *metrics) newestAge() float64 {
+	n := m.newest.Load()
+	if n == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, n)).Seconds()
+}
+
+func (m *metrics) setNewestBackup(b backup.Manifest) {
+	m.newest.Store(b.Time.UnixNano())
+	m.backupRev.Set(float64(b.Revision))
+	m.backupSize.Set(float64(b.Size))
+	m.backupTime.Set(float64(b.Time.Unix()))
+}
+
+// serveHTTP serves /metrics, /healthz (the process runs), /readyz (it
+// reaches the cluster and takes part in the election) and /status (JSON).
+func (s *Scheduler) serveHTTP() (stop func(), err error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "not connected to the cluster", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(s.Status())
+	})
+	ln, err := net.Listen("tcp", s.cfg.MetricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics address %s: %w", s.cfg.MetricsAddr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("metrics server", "err", err.Error())
+		}
+	}()
+	s.log.Info("serving metrics", "addr", ln.Addr().String())
+	return func() { srv.Close() }, nil
+}

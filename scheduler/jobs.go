@@ -1,0 +1,121 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/etcdkit/etcdkit/alarm"
+	"github.com/etcdkit/etcdkit/backup"
+	"github.com/etcdkit/etcdkit/compact"
+	"github.com/etcdkit/etcdkit/defrag"
+)
+
+// backupJob creates a verified backup and applies the retention rules.
+func (s *Scheduler) backupJob(ctx context.Context) error {
+	m, err := s.repo.Create(ctx, s.cl, backup.CreateOptions{Compression: s.cfg.Compression, Recipients: s.cfg.Recipients, Verify: true})
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	s.log.Info("backup stored", "id", m.ID, "revision", m.Revision, "size", m.Size, "stored", m.StoredSize, "repo", s.repo.Store.String())
+	s.metrics.setNewestBackup(m)
+	if !s.cfg.Retention.Empty() {
+		res, err := s.repo.Prune(ctx, s.cfg.Retention, time.Hour, false)
+		if err != nil {
+			return fmt.Errorf("prune: %w", err)
+		}
+		removed := 0
+		for _, d := range res.Decisions {
+			if !d.Keep {
+				removed++
+			}
+		}
+		if removed+len(res.Leftovers) > 0 {
+			s.log.Info("pruned", "backups", removed, "leftovers", len(res.Leftovers))
+		}
+	}
+	return nil
+}
+
+// compactJob compacts by policy, never past the newest backup.
+func (s *Scheduler) compactJob(ctx context.Context) error {
+	p := s.cfg.CompactPolicy
+	if s.repo != nil {
+		if newest, err := s.repo.Find(ctx, "latest"); err == nil {
+			p.BackupRevision, p.ClampToBackup = newest.Revision, true
+		}
+	}
+	res, err := compact.Compact(ctx, s.cl, p)
+	if err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	if res.Compacted {
+		s.log.Info("compacted", "revision", res.Revision, "current", res.CurrentRevision)
+	}
+	return nil
+}
+
+// defragJob runs a rolling defrag with the configured rule.
+func (s *Scheduler) defragJob(ctx context.Context) error {
+	rule, _ := defrag.ParseRule(s.cfg.DefragRule)
+	res, err := defrag.Rolling(ctx, s.cl, defrag.RollingOptions{Rule: rule, MoveLeader: true,
+		Log: func(format string, args ...any) { s.log.Info("defrag: " + fmt.Sprintf(format, args...)) }})
+	for _, r := range res {
+		if r.Action == defrag.Defragmented {
+			s.log.Info("defragmented", "member", r.Name, "before", r.Before, "after", r.After, "took", r.Took.String())
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("defrag: %w", err)
+	}
+	return nil
+}
+
+// recoverJob lifts NOSPACE.
+func (s *Scheduler) recoverJob(ctx context.Context) error {
+	rec, err := alarm.RecoverNoSpace(ctx, s.cl, defrag.RollingOptions{})
+	if err != nil {
+		return fmt.Errorf("recover-nospace: %w", err)
+	}
+	s.log.Info("recovered from NOSPACE", "compacted", rec.Compacted, "disarmed", len(rec.Disarmed))
+	return nil
+}
+
+// watch runs while active: member sizes for the metrics, the revision
+// clock once a minute, and the alarm check.
+func (s *Scheduler) watch(stop <-chan struct{}) {
+	tick := time.NewTicker(s.cfg.AlarmCheckEvery)
+	defer tick.Stop()
+	var lastClock time.Time
+	for {
+		ctx, cancel := context.WithTimeout(s.jobCtx, 30*time.Second)
+		for _, st := range s.cl.Status(ctx, 0) {
+			if st.OK() {
+				s.metrics.dbSize.WithLabelValues(st.Name).Set(float64(st.DBSize))
+				s.metrics.dbInUse.WithLabelValues(st.Name).Set(float64(st.DBSizeInUse))
+			}
+		}
+		if time.Since(lastClock) >= time.Minute {
+			if _, err := compact.RecordClock(ctx, s.cl); err == nil {
+				lastClock = time.Now()
+			}
+		}
+		if s.cfg.AutoRecoverNoSpace {
+			if as, err := alarm.List(ctx, s.cl); err == nil {
+				for _, a := range as {
+					if a.Alarm == "NOSPACE" {
+						s.log.Error("NOSPACE alarm: the cluster refuses writes; recovering", "member", a.MemberID)
+						go s.runJob("recover-nospace", s.recoverJob)
+						break
+					}
+				}
+			}
+		}
+		cancel()
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+	}
+}

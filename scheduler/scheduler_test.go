@@ -1,0 +1,238 @@
+package scheduler_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/etcdkit/etcdkit/backup"
+	"github.com/etcdkit/etcdkit/cluster"
+	"github.com/etcdkit/etcdkit/compact"
+	"github.com/etcdkit/etcdkit/internal/testetcd"
+	"github.com/etcdkit/etcdkit/scheduler"
+)
+
+func TestMain(m *testing.M) { testetcd.Main(m) }
+
+// writeLoad writes until the test ends.
+func writeLoad(t *testing.T, endpoints ...string) {
+	cli := testetcd.NewClient(t, endpoints...)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			cli.Put(ctx, fmt.Sprintf("/load/%d", i%50), strings.Repeat("v", 1000))
+			time.Sleep(2 * time.Millisecond)
+		}
+	})
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func start(t *testing.T, cfg scheduler.Config) (*scheduler.Scheduler, context.CancelFunc, chan error) {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	}
+	s, err := scheduler.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s, cancel, done
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, explain ...func() string) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); {
+		if time.Now().After(deadline) {
+			why := ""
+			for _, e := range explain {
+				why += e()
+			}
+			t.Fatalf("timed out waiting for %s %s", what, why)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestJobs runs backup, compact and defrag on one-second schedules against
+// a member under write load and checks what they did, that no two runs
+// overlapped, and the metrics and status endpoints.
+func TestJobs(t *testing.T) {
+	m := testetcd.StartSingle(t)
+	writeLoad(t, m.ClientURL)
+	repoDir := filepath.Join(t.TempDir(), "repo")
+	addr := fmt.Sprintf("127.0.0.1:%d", testetcd.FreePort(t))
+	s, cancel, done := start(t, scheduler.Config{
+		Cluster: cluster.Config{Endpoints: []string{m.ClientURL}},
+		Repo:    repoDir, BackupSchedule: "@every 1s", Retention: backup.Retention{KeepLast: 3},
+		CompactSchedule: "@every 1s", CompactPolicy: compact.Policy{KeepRevisions: 100},
+		DefragSchedule: "@every 2s", DefragRule: "dbSize > 0",
+		MetricsAddr: addr, AlarmCheckEvery: 500 * time.Millisecond,
+	})
+	waitFor(t, 30*time.Second, "runs of every job", func() bool {
+		ok := map[string]bool{}
+		for _, r := range s.Status().Runs {
+			if r.Result == "success" {
+				ok[r.Job] = true
+			}
+		}
+		return ok["backup"] && ok["compact"] && ok["defrag"] && len(s.Status().Runs) > 8
+	}, func() string { b, _ := json.MarshalIndent(s.Status(), "", " "); return string(b) })
+	if code, body := get(t, "http://"+addr+"/metrics"); code != 200 ||
+		!strings.Contains(body, `etcdkit_job_runs_total{job="backup",result="success"}`) ||
+		!strings.Contains(body, "etcdkit_backup_newest_revision") || !strings.Contains(body, "etcdkit_member_db_size_bytes") ||
+		!strings.Contains(body, "etcdkit_scheduler_active 1") || !strings.Contains(body, "etcdkit_backup_newest_age_seconds") {
+		t.Errorf("metrics %d:\n%s", code, body)
+	}
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if code, _ := get(t, "http://"+addr+p); code != 200 {
+			t.Errorf("%s: %d", p, code)
+		}
+	}
+	_, body := get(t, "http://"+addr+"/status")
+	var st scheduler.Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil || !st.Active || len(st.Runs) == 0 {
+		t.Errorf("status %s %v", body, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	done <- nil // for the cleanup
+
+	runs := s.Status().Runs
+	for i, a := range runs {
+		for _, b := range runs[i+1:] {
+			if a.Result != "skipped" && b.Result != "skipped" && a.Start.Before(b.End) && b.Start.Before(a.End) {
+				t.Errorf("runs overlap: %+v and %+v", a, b)
+			}
+		}
+	}
+	r, _ := backup.Open(context.Background(), repoDir)
+	list, err := r.List(context.Background())
+	if err != nil || len(list) == 0 || len(list) > 3 {
+		t.Errorf("backups after retention keep-last 3: %d %v", len(list), err)
+	}
+	c, _ := cluster.Connect(context.Background(), cluster.Config{Endpoints: []string{m.ClientURL}})
+	defer c.Close()
+	if rev, _ := c.CompactRevision(context.Background()); rev == 0 {
+		t.Error("never compacted")
+	}
+}
+
+// TestElection: three schedulers elect one active instance; when it stops,
+// another takes over within seconds.
+func TestElection(t *testing.T) {
+	cl := testetcd.StartCluster(t, 3)
+	type inst struct {
+		s      *scheduler.Scheduler
+		cancel context.CancelFunc
+	}
+	var all []inst
+	for i := range 3 {
+		s, cancel, _ := start(t, scheduler.Config{
+			Cluster: cluster.Config{Endpoints: cl.Endpoints()[i : i+1]}, Name: fmt.Sprintf("sched-%d", i), SessionTTL: 2,
+		})
+		all = append(all, inst{s, cancel})
+	}
+	activeOne := func() int {
+		n, who := 0, -1
+		for i, in := range all {
+			if in.s.Active() {
+				n, who = n+1, i
+			}
+		}
+		if n > 1 {
+			t.Fatalf("%d active schedulers", n)
+		}
+		return who
+	}
+	waitFor(t, 20*time.Second, "an active scheduler", func() bool { return activeOne() >= 0 })
+	first := activeOne()
+	all[first].cancel()
+	start := time.Now()
+	waitFor(t, 15*time.Second, "a new active scheduler", func() bool { w := activeOne(); return w >= 0 && w != first })
+	t.Logf("took over in %s", time.Since(start).Round(time.Millisecond))
+}
+
+// TestStorageDown: the backup job fails while the object store is down,
+// with retries, a failed run and a metric, and leaves no listed backup.
+func TestStorageDown(t *testing.T) {
+	m := testetcd.StartSingle(t)
+	s3 := testetcd.StartS3(t, "bkp")
+	url := s3.URL("bkp", "x")
+	addr := fmt.Sprintf("127.0.0.1:%d", testetcd.FreePort(t))
+	var logs strings.Builder
+	var mu sync.Mutex
+	s, _, _ := start(t, scheduler.Config{
+		Cluster: cluster.Config{Endpoints: []string{m.ClientURL}}, Repo: url, BackupSchedule: "@every 1s",
+		Retries: 1, RetryBackoff: 100 * time.Millisecond, MetricsAddr: addr,
+		Logger: slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) }), nil)),
+	})
+	waitFor(t, 20*time.Second, "a first backup", func() bool {
+		for _, r := range s.Status().Runs {
+			if r.Result == "success" {
+				return true
+			}
+		}
+		return false
+	})
+	s3.Stop()
+	waitFor(t, 60*time.Second, "a failed backup", func() bool {
+		for _, r := range s.Status().Runs {
+			if r.Result == "failed" {
+				if r.Attempts != 2 {
+					t.Errorf("attempts %d, want 2", r.Attempts)
+				}
+				return true
+			}
+		}
+		return false
+	})
+	if _, body := get(t, "http://"+addr+"/metrics"); !strings.Contains(body, `etcdkit_job_failures_total{job="backup"}`) {
+		t.Errorf("no failure metric:\n%s", body)
+	}
+	mu.Lock()
+	if !strings.Contains(logs.String(), `"msg":"job failed"`) {
+		t.Errorf("no failure log line")
+	}
+	mu.Unlock()
+	s3.Restart(t)
+	r, err := backup.Open(context.Background(), s3.URL("bkp", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, _ := r.List(context.Background())
+	for _, b := range list {
+		if _, err := r.Check(context.Background(), b.ID, nil); err != nil {
+			t.Errorf("listed backup %s does not check: %v", b.ID, err)
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
