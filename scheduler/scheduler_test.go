@@ -236,3 +236,67 @@ func TestStorageDown(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestResilience: on a three-member cluster the active scheduler recovers
+// from NOSPACE by itself, and its backups keep succeeding through a leader
+// change and with a member down.
+func TestResilience(t *testing.T) {
+	cl := testetcd.StartCluster(t, 3, testetcd.WithQuota(4<<20))
+	repoDir := filepath.Join(t.TempDir(), "repo")
+	s, _, _ := start(t, scheduler.Config{
+		Cluster: cluster.Config{Endpoints: cl.Endpoints()}, Repo: repoDir, BackupSchedule: "@every 1s",
+		AutoRecoverNoSpace: true, AlarmCheckEvery: 300 * time.Millisecond, RetryBackoff: 200 * time.Millisecond,
+	})
+	waitFor(t, 20*time.Second, "active", s.Active)
+	successesSince := func(job string, since time.Time) int {
+		n := 0
+		for _, r := range s.Status().Runs {
+			if r.Job == job && r.Result == "success" && r.Start.After(since) {
+				n++
+			}
+		}
+		return n
+	}
+
+	// Fill the cluster until it raises NOSPACE.
+	cli := cl.Client(t)
+	v := strings.Repeat("x", 64<<10)
+	for i := 0; i < 1000; i++ {
+		if _, err := cli.Put(context.Background(), fmt.Sprintf("/fill/%d", i%5), v); err != nil {
+			break
+		}
+	}
+	mark := time.Now()
+	waitFor(t, 60*time.Second, "the NOSPACE recovery", func() bool { return successesSince("recover-nospace", mark.Add(-time.Minute)) > 0 },
+		func() string { b, _ := json.Marshal(s.Status()); return string(b) })
+	if _, err := cli.Put(context.Background(), "/after-recovery", "ok"); err != nil {
+		t.Fatalf("write after the recovery: %v", err)
+	}
+
+	// A leader change.
+	c, _ := cluster.Connect(context.Background(), cluster.Config{Endpoints: cl.Endpoints()})
+	defer c.Close()
+	var leader, follower *cluster.MemberStatus
+	st := c.Status(context.Background(), 0)
+	for i := range st {
+		if st[i].IsLeader {
+			leader = &st[i]
+		} else {
+			follower = &st[i]
+		}
+	}
+	lc, _ := c.ForEndpoint(leader.Endpoint)
+	if _, err := lc.MoveLeader(context.Background(), follower.MemberID); err != nil {
+		t.Fatal(err)
+	}
+	lc.Close()
+	mark = time.Now()
+	waitFor(t, 20*time.Second, "backups after the leader change", func() bool { return successesSince("backup", mark) >= 2 })
+
+	// A member down (not the one the snapshot would come from matters not:
+	// the healthy member with the highest applied index serves it).
+	cl.Members[0].Stop()
+	mark = time.Now()
+	waitFor(t, 30*time.Second, "backups with a member down", func() bool { return successesSince("backup", mark) >= 2 },
+		func() string { b, _ := json.Marshal(s.Status()); return string(b) })
+}

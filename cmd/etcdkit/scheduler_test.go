@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -100,6 +101,9 @@ func TestSchedulerFailover(t *testing.T) {
 	for {
 		if w := active(); w >= 0 && w != first {
 			t.Logf("scheduler %d took over from %d in %s", w, first, time.Since(start).Round(time.Millisecond))
+			if out, errOut, code := runCLI("scheduler", "status", "--metrics-addr", addrs[w]); code != 0 || !strings.Contains(out, "active true") {
+				t.Errorf("scheduler status: exit %d, %q %q", code, out, errOut)
+			}
 			break
 		}
 		if time.Since(start) > 20*time.Second {
