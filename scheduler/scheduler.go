@@ -212,6 +212,11 @@ func (s *Scheduler) connect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The client dials lazily: make sure the cluster answers.
+	if _, err := cl.Members(ctx); err != nil {
+		cl.Close()
+		return err
+	}
 	if s.cfg.Repo != "" {
 		r, err := backup.Open(ctx, s.cfg.Repo)
 		if err != nil {
@@ -227,7 +232,7 @@ func (s *Scheduler) connect(ctx context.Context) error {
 // lead campaigns until elected, runs the jobs while the session lives, and
 // returns when ctx ends (after the running job) or the session is lost.
 func (s *Scheduler) lead(ctx context.Context, cancelJobs context.CancelFunc) error {
-	sess, err := concurrency.NewSession(s.cl.Client, concurrency.WithTTL(s.cfg.SessionTTL))
+	sess, err := concurrency.NewSession(s.cl.Client, concurrency.WithTTL(s.cfg.SessionTTL), concurrency.WithContext(ctx))
 	if err != nil {
 		return err
 	}

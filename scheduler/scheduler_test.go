@@ -300,3 +300,69 @@ func TestResilience(t *testing.T) {
 	waitFor(t, 30*time.Second, "backups with a member down", func() bool { return successesSince("backup", mark) >= 2 },
 		func() string { b, _ := json.Marshal(s.Status()); return string(b) })
 }
+
+// TestUnreachableAndStop: with the cluster unreachable the scheduler stays
+// alive (healthz), not ready (readyz), and counts the failed connections;
+// stopped while a job is retrying against a dead object store, it returns
+// within the grace period without leaving a listed backup.
+func TestUnreachableAndStop(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", testetcd.FreePort(t))
+	_, cancel, done := start(t, scheduler.Config{
+		Cluster:     cluster.Config{Endpoints: []string{fmt.Sprintf("127.0.0.1:%d", testetcd.FreePort(t))}, DialTimeout: 200 * time.Millisecond, CommandTimeout: 300 * time.Millisecond},
+		MetricsAddr: addr,
+	})
+	waitFor(t, 20*time.Second, "a failed connection", func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(body), `etcdkit_job_failures_total{job="connect"}`)
+	})
+	if code, _ := get(t, "http://"+addr+"/healthz"); code != 200 {
+		t.Errorf("healthz %d", code)
+	}
+	if code, _ := get(t, "http://"+addr+"/readyz"); code != 503 {
+		t.Errorf("readyz %d while unreachable", code)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	done <- nil
+
+	m := testetcd.StartSingle(t)
+	s3 := testetcd.StartS3(t, "bkp")
+	url := s3.URL("bkp", "stop")
+	s, cancel, done := start(t, scheduler.Config{
+		Cluster: cluster.Config{Endpoints: []string{m.ClientURL}}, Repo: url, BackupSchedule: "@every 1s",
+		RetryBackoff: time.Second, StopGrace: 20 * time.Second,
+	})
+	waitFor(t, 20*time.Second, "active", s.Active)
+	s3.Stop()
+	waitFor(t, 30*time.Second, "a backup running against the dead store", func() bool { return s.Status().Running == "backup" })
+	stopped := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		done <- nil
+	case <-time.After(25 * time.Second):
+		t.Fatal("Run did not return after the stop")
+	}
+	t.Logf("stopped in %s", time.Since(stopped).Round(time.Millisecond))
+	s3.Restart(t)
+	r, err := backup.Open(context.Background(), s3.URL("bkp", "stop"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, _ := r.List(context.Background())
+	for _, b := range list {
+		if _, err := r.Check(context.Background(), b.ID, nil); err != nil {
+			t.Errorf("listed backup %s does not check: %v", b.ID, err)
+		}
+	}
+}
