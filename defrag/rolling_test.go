@@ -127,3 +127,51 @@ func TestRolling(t *testing.T) {
 		}
 	})
 }
+
+// TestRollingContinueOnError: a member lost in the middle of a rolling
+// defrag fails the members after it; --continue-on-error still gives each
+// of them its turn (and its failure), without it the run stops at the
+// first failure.
+func TestRollingContinueOnError(t *testing.T) {
+	for _, cont := range []bool{false, true} {
+		t.Run(fmt.Sprintf("continue=%v", cont), func(t *testing.T) {
+			cl := testetcd.StartCluster(t, 3)
+			ctx := context.Background()
+			c, err := cluster.Connect(ctx, cluster.Config{Endpoints: cl.Endpoints(), DialTimeout: 500 * time.Millisecond, CommandTimeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			var leader *testetcd.Member
+			for _, s := range c.Status(ctx, 0) {
+				for _, m := range cl.Members {
+					if s.IsLeader && m.ClientURL == s.Endpoint {
+						leader = m
+					}
+				}
+			}
+			stopped := false
+			res, err := defrag.Rolling(ctx, c, defrag.RollingOptions{ContinueOnError: cont, ReadyTimeout: time.Second,
+				Log: func(string, ...any) {
+					if !stopped {
+						stopped = true
+						leader.Stop() // after the first member: the leader goes last, so it is still to come
+					}
+				}})
+			if err == nil {
+				t.Fatal("no error with a member down")
+			}
+			var actions []string
+			for _, r := range res {
+				actions = append(actions, r.Action)
+			}
+			want := "defragmented failed"
+			if cont {
+				want = "defragmented failed failed"
+			}
+			if got := strings.Join(actions, " "); got != want {
+				t.Errorf("actions %q, want %q", got, want)
+			}
+		})
+	}
+}
