@@ -405,3 +405,25 @@ func TestFaults(t *testing.T) {
 		}
 	})
 }
+
+// TestSharedCredentialsFile: without AWS_* keys in the environment the S3
+// store reads the shared credentials file, as the AWS tools do.
+func TestSharedCredentialsFile(t *testing.T) {
+	s3 := testetcd.StartS3(t, "creds")
+	file := filepath.Join(t.TempDir(), "credentials")
+	os.WriteFile(file, []byte(fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", s3.Access, s3.Secret)), 0o600)
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", file)
+	r, err := backup.Open(context.Background(), s3.URL("creds", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.List(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	if _, err := backup.Open(context.Background(), s3.URL("creds", "x")); !errors.Is(err, repo.ErrAccess) {
+		t.Fatalf("without credentials: %v", err)
+	}
+}
