@@ -279,7 +279,7 @@ func (r *Repository) Open(ctx context.Context, m Manifest, identities []age.Iden
 	if err != nil {
 		return nil, err
 	}
-	stored := &checkedReader{r: rc, h: sha256.New(), want: m.StoredSHA256, size: m.StoredSize, what: "stored object " + m.Object}
+	stored := storedReader(rc, m)
 	var plain io.Reader = stored
 	if m.Encryption == "age" {
 		if len(identities) == 0 {
@@ -364,6 +364,11 @@ func (c *checkedReader) Read(p []byte) (int, error) {
 		c.err = err
 	}
 	return n, err
+}
+
+// storedReader checks a backup's stored object as it is read.
+func storedReader(r io.Reader, m Manifest) *checkedReader {
+	return &checkedReader{r: r, h: sha256.New(), want: m.StoredSHA256, size: m.StoredSize, what: "stored object " + m.Object}
 }
 
 // drain reads the rest of the stream (a decompressor may stop before the

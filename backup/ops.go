@@ -2,7 +2,6 @@ package backup
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +20,7 @@ func (r *Repository) verifyStored(ctx context.Context, m *Manifest) error {
 		return err
 	}
 	defer rc.Close()
-	c := &checkedReader{r: rc, h: sha256.New(), want: m.StoredSHA256, size: m.StoredSize, what: "stored object " + m.Object}
+	c := storedReader(rc, *m)
 	if _, err := io.Copy(io.Discard, c); err != nil {
 		return err
 	}
@@ -146,7 +145,7 @@ func (r *Repository) CopyTo(ctx context.Context, dst *Repository) ([]Manifest, e
 		if err != nil {
 			return copied, err
 		}
-		c := &checkedReader{r: rc, h: sha256.New(), want: m.StoredSHA256, size: m.StoredSize, what: "stored object " + m.Object}
+		c := storedReader(rc, m)
 		err = dst.Store.Put(ctx, m.Object, c, m.StoredSize)
 		rc.Close()
 		if err == nil && c.err != io.EOF && c.n == m.StoredSize {

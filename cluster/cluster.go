@@ -180,7 +180,6 @@ type MemberStatus struct {
 	Error  string   `json:"error,omitempty"`
 
 	MemberID uint64 `json:"-"`
-	LeaderID uint64 `json:"-"`
 }
 
 // FreePercent is the share of the db file that is free pages.
@@ -194,9 +193,28 @@ func (s MemberStatus) FreePercent() float64 {
 // OK reports whether the member answered its status.
 func (s MemberStatus) OK() bool { return s.Error == "" }
 
-// Status asks every endpoint for its status, concurrently. quota is used
-// for members that do not report their quota (before etcd 3.6). A member
-// that does not answer gets a row with Error set.
+// StatusWithCompaction is Status plus the cluster's compact revision,
+// which costs about log2(revision) extra requests (see CompactRevision):
+// for reports, not for polling loops.
+func (c *Cluster) StatusWithCompaction(ctx context.Context, quota int64) []MemberStatus {
+	st := c.Status(ctx, quota)
+	rev, err := c.CompactRevision(ctx)
+	for i := range st {
+		if !st[i].OK() {
+			continue
+		}
+		st[i].CompactRevision = rev
+		if err != nil {
+			st[i].Error = "compact revision: " + err.Error()
+		}
+	}
+	return st
+}
+
+// Status asks every endpoint for its status, concurrently (CompactRevision
+// stays 0; see StatusWithCompaction). quota is used for members that do
+// not report their quota (before etcd 3.6). A member that does not answer
+// gets a row with Error set.
 func (c *Cluster) Status(ctx context.Context, quota int64) []MemberStatus {
 	names := map[uint64]string{}
 	if ms, err := c.Members(ctx); err == nil {
@@ -212,7 +230,6 @@ func (c *Cluster) Status(ctx context.Context, quota int64) []MemberStatus {
 		}
 	}
 	cancel()
-	compactRev, compactErr := c.CompactRevision(ctx)
 
 	out := make([]MemberStatus, len(c.Endpoints))
 	var wg sync.WaitGroup
@@ -229,21 +246,18 @@ func (c *Cluster) Status(ctx context.Context, quota int64) []MemberStatus {
 			}
 			resp := (*etcdserverpb.StatusResponse)(r)
 			id := resp.GetHeader().GetMemberId()
-			s.MemberID, s.LeaderID = id, resp.GetLeader()
+			s.MemberID = id
 			s.ID, s.Name = fmt.Sprintf("%x", id), names[id]
 			s.Version, s.StorageVersion = resp.GetVersion(), resp.GetStorageVersion()
 			s.IsLeader, s.IsLearner = id == resp.GetLeader(), resp.GetIsLearner()
 			s.RaftTerm, s.RaftIndex, s.RaftAppliedIndex = resp.GetRaftTerm(), resp.GetRaftIndex(), resp.GetRaftAppliedIndex()
-			s.Revision, s.CompactRevision = resp.GetHeader().GetRevision(), compactRev
+			s.Revision = resp.GetHeader().GetRevision()
 			s.DBSize, s.DBSizeInUse, s.DBQuota = resp.GetDbSize(), resp.GetDbSizeInUse(), resp.GetDbSizeQuota()
 			if s.DBQuota == 0 {
 				s.DBQuota = quota
 			}
 			s.Alarms = alarms[id]
 			s.Errors = resp.GetErrors()
-			if compactErr != nil {
-				s.Error = "compact revision: " + compactErr.Error()
-			}
 			out[i] = s
 		})
 	}

@@ -53,7 +53,7 @@ func TestSecureCluster(t *testing.T) {
 	if len(c.Endpoints) != 3 {
 		t.Fatalf("discovered %v", c.Endpoints)
 	}
-	st := c.Status(ctx, 0)
+	st := c.StatusWithCompaction(ctx, 0)
 	leaders, names := 0, map[string]bool{}
 	for _, s := range st {
 		if !s.OK() {

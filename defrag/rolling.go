@@ -110,14 +110,16 @@ func Rolling(ctx context.Context, c *cluster.Cluster, opts RollingOptions) ([]Me
 	var results []MemberResult
 	var firstErr error
 	for _, m := range st {
+		// The gate before this member, and its sizes as they are now:
+		// earlier members' defrags and the compaction's background work
+		// have changed them.
+		var fresh []cluster.MemberStatus
+		var readyErr error
 		if !opts.DryRun {
-			// Sizes as they are now: earlier members' defrags and the
-			// compaction's background work have changed them.
-			if fresh, err := waitReady(ctx, c, opts); err == nil {
-				for _, s := range fresh {
-					if s.Endpoint == m.Endpoint {
-						m = s
-					}
+			fresh, readyErr = waitReady(ctx, c, opts)
+			for _, s := range fresh {
+				if s.Endpoint == m.Endpoint && s.OK() {
+					m = s
 				}
 			}
 		}
@@ -134,7 +136,7 @@ func Rolling(ctx context.Context, c *cluster.Cluster, opts RollingOptions) ([]Me
 		case opts.DryRun:
 			r.Action, r.Reason = WouldDefragment, FormatVars(vars)
 		default:
-			err = defragMember(ctx, c, m, opts, &r)
+			err = defragMember(ctx, c, m, fresh, readyErr, opts, &r)
 		}
 		opts.Log("%s (%s): %s %s", m.Name, m.Endpoint, r.Action, r.Reason)
 		results = append(results, r)
@@ -150,16 +152,16 @@ func Rolling(ctx context.Context, c *cluster.Cluster, opts RollingOptions) ([]Me
 	return results, firstErr
 }
 
-// defragMember waits for the cluster, moves leadership if asked, runs the
-// Defragment RPC on the member and waits for the cluster again.
-func defragMember(ctx context.Context, c *cluster.Cluster, m cluster.MemberStatus, opts RollingOptions, r *MemberResult) error {
+// defragMember moves leadership if asked, runs the Defragment RPC on the
+// member and waits for the cluster again. st and readyErr are the outcome
+// of the readiness gate before it.
+func defragMember(ctx context.Context, c *cluster.Cluster, m cluster.MemberStatus, st []cluster.MemberStatus, readyErr error, opts RollingOptions, r *MemberResult) error {
 	fail := func(err error) error {
 		r.Action, r.Error = Failed, err.Error()
 		return fmt.Errorf("%s (%s): %w", m.Name, m.Endpoint, err)
 	}
-	st, err := waitReady(ctx, c, opts)
-	if err != nil {
-		return fail(err)
+	if readyErr != nil {
+		return fail(readyErr)
 	}
 	if opts.MoveLeader && isLeader(st, m.Endpoint) {
 		if err := moveLeader(ctx, c, st, m, opts); err != nil {

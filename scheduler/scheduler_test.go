@@ -229,7 +229,13 @@ func TestStorageDown(t *testing.T) {
 	}
 	mu.Unlock()
 	s3.Restart(t)
-	r, err := backup.Open(context.Background(), s3.URL("bkp", "x"))
+	listedBackupsCheck(t, s3.URL("bkp", "x"))
+}
+
+// listedBackupsCheck: every backup the repository lists is complete.
+func listedBackupsCheck(t *testing.T, url string) {
+	t.Helper()
+	r, err := backup.Open(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,14 +369,5 @@ func TestUnreachableAndStop(t *testing.T) {
 	}
 	t.Logf("stopped in %s", time.Since(stopped).Round(time.Millisecond))
 	s3.Restart(t)
-	r, err := backup.Open(context.Background(), s3.URL("bkp", "stop"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	list, _ := r.List(context.Background())
-	for _, b := range list {
-		if _, err := r.Check(context.Background(), b.ID, nil); err != nil {
-			t.Errorf("listed backup %s does not check: %v", b.ID, err)
-		}
-	}
+	listedBackupsCheck(t, s3.URL("bkp", "stop"))
 }

@@ -41,6 +41,17 @@ func openRepo(c *cli.Context) (*backup.Repository, error) {
 	return backup.Open(c.Context, c.String("repo"))
 }
 
+// openRepoToRead opens the repository and reads the --identity file, for
+// commands that read backups' contents.
+func openRepoToRead(c *cli.Context) (*backup.Repository, []age.Identity, error) {
+	ids, err := identities(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := openRepo(c)
+	return r, ids, err
+}
+
 // identities reads the --identity file, if given.
 func identities(c *cli.Context) ([]age.Identity, error) {
 	p := c.String("identity")
@@ -139,11 +150,7 @@ func backupCommand() *cli.Command {
 				Name: "check", Usage: "re-read backups (all, or ID) and verify them against their manifests", ArgsUsage: "[ID]",
 				Flags: []cli.Flag{flagRepo, flagIdentity},
 				Action: func(c *cli.Context) error {
-					ids, err := identities(c)
-					if err != nil {
-						return err
-					}
-					r, err := openRepo(c)
+					r, ids, err := openRepoToRead(c)
 					if err != nil {
 						return err
 					}

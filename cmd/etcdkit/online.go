@@ -40,10 +40,16 @@ func connect(c *cli.Context) (*cluster.Cluster, error) {
 	return cluster.Connect(c.Context, clusterConfig(c))
 }
 
-// withCluster connects before fn and closes the connection after it.
+// withCluster connects before fn and closes the connection after it, for
+// commands without arguments.
 func withCluster(fn func(c *cli.Context, cl *cluster.Cluster) error) cli.ActionFunc {
+	return withClusterArgs(0, "no arguments", fn)
+}
+
+// withClusterArgs is withCluster for commands that take n arguments.
+func withClusterArgs(n int, what string, fn func(c *cli.Context, cl *cluster.Cluster) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		if err := needArgs(c, 0, "no arguments"); err != nil {
+		if err := needArgs(c, n, what); err != nil {
 			return err
 		}
 		cl, err := connect(c)
@@ -63,7 +69,7 @@ func statusCommand() *cli.Command {
 			&cli.Int64Flag{Name: "quota", Value: 2 << 30, Usage: "backend quota to assume for members that do not report theirs (before etcd 3.6)"},
 		},
 		Action: withCluster(func(c *cli.Context, cl *cluster.Cluster) error {
-			st := cl.Status(c.Context, c.Int64("quota"))
+			st := cl.StatusWithCompaction(c.Context, c.Int64("quota"))
 			if answered := len(st) - countFailed(st); answered == 0 {
 				return fmt.Errorf("%w: no member answered (%s: %s)", cluster.ErrUnreachable, st[0].Endpoint, st[0].Error)
 			}

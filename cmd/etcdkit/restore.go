@@ -105,11 +105,7 @@ func restoreRecord(path string, r restore.Result) record {
 // restoreFromRepo streams a backup from a repository into the restore:
 // nothing is staged on disk but the data dirs being built.
 func restoreFromRepo(c *cli.Context, cfg restore.Config) error {
-	ids, err := identities(c)
-	if err != nil {
-		return err
-	}
-	r, err := openRepo(c)
+	r, ids, err := openRepoToRead(c)
 	if err != nil {
 		return err
 	}

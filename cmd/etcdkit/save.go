@@ -5,6 +5,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/snapshot"
 )
 
@@ -15,15 +16,7 @@ func saveCommand() *cli.Command {
 		Description: "Takes the snapshot from the member named by --endpoints when there is exactly one, else from the\n" +
 			"healthy member with the highest applied index. The timeout grows with the db size.",
 		ArgsUsage: "FILE",
-		Action: func(c *cli.Context) error {
-			if err := needArgs(c, 1, "one snapshot FILE"); err != nil {
-				return err
-			}
-			cl, err := connect(c)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
+		Action: withClusterArgs(1, "one snapshot FILE", func(c *cli.Context, cl *cluster.Cluster) error {
 			bar := newLazyBar(c.App.ErrWriter, "saving")
 			m, err := snapshot.Save(c.Context, cl, c.Args().First(), snapshot.SaveOptions{Progress: bar.Report})
 			bar.Done()
@@ -31,7 +24,7 @@ func saveCommand() *cli.Command {
 				return err
 			}
 			return output(c, manifestRecord(c.Args().First(), m))
-		},
+		}),
 	})
 }
 

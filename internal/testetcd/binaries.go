@@ -50,8 +50,30 @@ func BinDir(line string) string {
 	return filepath.Join(cache, "etcd", "v"+line)
 }
 
-var buildOnce sync.Once
-var buildErr error
+// built remembers, per Makefile target, the outcome of building it once.
+var built sync.Map // target -> *buildResult
+
+type buildResult struct {
+	once sync.Once
+	err  error
+}
+
+// makeTarget runs `make TARGET` in the repository once per test binary and
+// fails the test if it fails: tests build what they need, never skip.
+func makeTarget(t testing.TB, target string) {
+	t.Helper()
+	root := RepoRoot(t)
+	v, _ := built.LoadOrStore(target, &buildResult{})
+	b := v.(*buildResult)
+	b.once.Do(func() {
+		if out, err := exec.Command("make", "-C", root, target).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("make %s: %v\n%s", target, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+}
 
 // Binaries returns the etcd, etcdctl and etcdutl binaries of a release line
 // ("3.5", "3.6", "3.7"), building them with "make etcd-bins" when missing.
@@ -61,17 +83,7 @@ func Binaries(t testing.TB, line string) Bins {
 	dir := BinDir(line)
 	b := Bins{Version: line, Etcd: filepath.Join(dir, "etcd"), Etcdctl: filepath.Join(dir, "etcdctl"), Etcdutl: filepath.Join(dir, "etcdutl")}
 	if _, err := os.Stat(b.Etcdutl); err != nil {
-		root := RepoRoot(t)
-		buildOnce.Do(func() {
-			cmd := exec.Command("make", "-C", root, "etcd-bins")
-			out, err := cmd.CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("make etcd-bins: %v\n%s", err, out)
-			}
-		})
-		if buildErr != nil {
-			t.Fatal(buildErr)
-		}
+		makeTarget(t, "etcd-bins")
 	}
 	for _, p := range []string{b.Etcd, b.Etcdctl, b.Etcdutl} {
 		if _, err := os.Stat(p); err != nil {

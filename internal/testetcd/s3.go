@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,9 +32,6 @@ type S3 struct {
 	log      *bytes.Buffer
 }
 
-var s3Once sync.Once
-var s3Err error
-
 // StartS3 starts versitygw (built by `make s3-bins` if missing), sets
 // AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the test, and creates the
 // given buckets.
@@ -44,15 +40,7 @@ func StartS3(t testing.TB, buckets ...string) *S3 {
 	cache := filepath.Dir(BinDir("x"))
 	bin := filepath.Join(filepath.Dir(cache), "versitygw", VersityGWVersion, "versitygw")
 	if _, err := os.Stat(bin); err != nil {
-		s3Once.Do(func() {
-			out, err := exec.Command("make", "-C", RepoRoot(t), "s3-bins").CombinedOutput()
-			if err != nil {
-				s3Err = fmt.Errorf("make s3-bins: %v\n%s", err, out)
-			}
-		})
-		if s3Err != nil {
-			t.Fatal(s3Err)
-		}
+		makeTarget(t, "s3-bins")
 	}
 	s := &S3{Access: "etcdkit-test", Secret: "etcdkit-secret-key", Dir: t.TempDir(), bin: bin}
 	s.start(t)
