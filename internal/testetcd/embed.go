@@ -94,6 +94,26 @@ func WithClientTLS(certs Certs) ClusterOption {
 // serve. They are stopped at the end of the test.
 func StartCluster(t testing.TB, n int, opts ...ClusterOption) *Cluster {
 	t.Helper()
+	// A port FreePort found free can be taken before etcd binds it (other
+	// test processes' connections use the same ephemeral range): retry
+	// with new ports then.
+	for attempt := 1; ; attempt++ {
+		cl, err := startCluster(t, n, opts)
+		if err == nil {
+			t.Cleanup(func() {
+				for _, m := range cl.Members {
+					m.Stop()
+				}
+			})
+			return cl
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("start etcd: %v", err)
+		}
+	}
+}
+
+func startCluster(t testing.TB, n int, opts []ClusterOption) (*Cluster, error) {
 	cl := &Cluster{Token: "etcdkit-test"}
 	var initial []string
 	dir := t.TempDir()
@@ -112,17 +132,19 @@ func StartCluster(t testing.TB, n int, opts ...ClusterOption) *Cluster {
 		m.clusterStr = strings.Join(initial, ",")
 		go func() { errc <- m.start(cl.Token, "new", opts) }()
 	}
+	var firstErr error
 	for range cl.Members {
-		if err := <-errc; err != nil {
-			t.Fatalf("start etcd: %v", err)
+		if err := <-errc; err != nil && firstErr == nil {
+			firstErr = err
 		}
 	}
-	t.Cleanup(func() {
+	if firstErr != nil {
 		for _, m := range cl.Members {
 			m.Stop()
 		}
-	})
-	return cl
+		return nil, firstErr
+	}
+	return cl, nil
 }
 
 // AddLearner adds a new member to the cluster as a learner and starts it.
