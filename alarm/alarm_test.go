@@ -16,8 +16,6 @@ import (
 	"github.com/etcdkit/etcdkit/internal/testetcd"
 )
 
-func TestMain(m *testing.M) { testetcd.Main(m) }
-
 // TestRecoverNoSpace fills a three-member cluster with a 4 MiB backend
 // quota until etcd raises NOSPACE and refuses writes, then recovers:
 // compaction, a rolling defrag, the alarm disarmed, and writes work again.

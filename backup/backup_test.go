@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(childEnv); spec != "" {
 		os.Exit(runChild(spec))
 	}
-	testetcd.Main(m)
+	os.Exit(m.Run())
 }
 
 // source is a running member with data, and a connection to it.

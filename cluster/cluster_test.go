@@ -12,8 +12,6 @@ import (
 	"github.com/etcdkit/etcdkit/internal/testetcd"
 )
 
-func TestMain(m *testing.M) { testetcd.Main(m) }
-
 // secureCluster starts three members that require client certificates
 // and have auth enabled (root:rootpw), with some data and a compaction.
 func secureCluster(t *testing.T) (*testetcd.Cluster, testetcd.Certs, int64) {

@@ -13,8 +13,6 @@ import (
 	"github.com/etcdkit/etcdkit/internal/testetcd"
 )
 
-func TestMain(m *testing.M) { testetcd.Main(m) }
-
 // TestCompact runs each policy against a real server and checks the
 // compact revision the server then reports.
 func TestCompact(t *testing.T) {

@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(childEnv); spec != "" {
 		os.Exit(runChild(spec))
 	}
-	testetcd.Main(m)
+	os.Exit(m.Run())
 }
 
 // compactedMember writes data with etcd of the given line, compacts at the

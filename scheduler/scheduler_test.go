@@ -20,8 +20,6 @@ import (
 	"github.com/etcdkit/etcdkit/scheduler"
 )
 
-func TestMain(m *testing.M) { testetcd.Main(m) }
-
 // writeLoad writes until the test ends.
 func writeLoad(t *testing.T, endpoints ...string) {
 	cli := testetcd.NewClient(t, endpoints...)

@@ -53,7 +53,7 @@ func DataDir(dir, walDir string, opts Options) (*Report, error) {
 		wf = logs.checkWAL(walDir)
 		snaps = logs.checkSnaps(snapDir)
 	}()
-	facts, err := r.checkDB(filepath.Join(snapDir, "db"), opts.LockTimeout)
+	facts, err := r.checkDB(filepath.Join(snapDir, "db"), opts)
 	<-done
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(snapDir, "db"), err)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/server/v3/lease/leasepb"
@@ -25,12 +24,12 @@ type dbFacts struct {
 	removed         map[uint64]bool
 }
 
-// checkDB runs bolt's consistency check (in a child process, since bolt
-// panics on damaged pages in goroutines of its own) concurrently with the
-// schema walk, and adds both to r in a fixed order. An error means the db
+// checkDB runs bolt's consistency checks (boltdb.File.Scan, which reads
+// with pread and reports damage instead of faulting on it) concurrently
+// with the schema walk, and adds both to r in a fixed order. An error means the db
 // could not be examined at all (locked by a running etcd).
-func (r *Report) checkDB(path string, lockTimeout time.Duration) (dbFacts, error) {
-	db, err := boltdb.OpenReadOnly(path, lockTimeout)
+func (r *Report) checkDB(path string, opts Options) (dbFacts, error) {
+	db, err := boltdb.OpenReadOnly(path, opts.LockTimeout)
 	if err != nil {
 		if errors.Is(err, boltdb.ErrInUse) {
 			return dbFacts{}, err
@@ -43,7 +42,7 @@ func (r *Report) checkDB(path string, lockTimeout time.Duration) (dbFacts, error
 	defer db.Close()
 
 	checkErr := make(chan error, 1)
-	go func() { checkErr <- boltdb.Check(path) }()
+	go func() { checkErr <- scanDB(path, opts) }()
 
 	schema := &Report{}
 	var facts dbFacts
@@ -68,6 +67,18 @@ func (r *Report) checkDB(path string, lockTimeout time.Duration) (dbFacts, error
 	r.Checks = append(r.Checks, schema.Checks...)
 	r.Problems = append(r.Problems, schema.Problems...)
 	return facts, nil
+}
+
+// scanDB reads the whole file once with bolt's consistency checks.
+func scanDB(path string, opts Options) error {
+	f, err := boltdb.Open(path, opts.LockTimeout)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	f.Progress = opts.Progress
+	_, err = f.Scan(nil)
+	return err
 }
 
 // walkSchema checks etcd's schema in one read transaction.

@@ -18,6 +18,9 @@ type Options struct {
 	// LockTimeout bounds the wait for the lock of a db held by a running
 	// etcd (0 waits forever).
 	LockTimeout time.Duration
+	// Progress, when set, is told how much of a db bolt's consistency
+	// checks have read (bytes done, in all).
+	Progress func(done, total int64)
 }
 
 // Snapshot verifies a snapshot file (or a bare db): its sha256 trailer,
@@ -40,7 +43,7 @@ func Snapshot(path string, opts Options) (*Report, error) {
 		defer close(done)
 		trailer.checkTrailer(path, fi.Size())
 	}()
-	_, err = r.checkDB(path, opts.LockTimeout)
+	_, err = r.checkDB(path, opts)
 	<-done
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)

@@ -21,8 +21,6 @@ import (
 	"github.com/etcdkit/etcdkit/verify"
 )
 
-func TestMain(m *testing.M) { testetcd.Main(m) }
-
 // treeSums maps every file under dir to its sha256, to prove verify wrote
 // nothing.
 func treeSums(t *testing.T, dir string) map[string][32]byte {

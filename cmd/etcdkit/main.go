@@ -3,7 +3,6 @@
 package main
 
 import (
-	"github.com/etcdkit/etcdkit/internal/boltdb"
 	"os"
 	"runtime"
 )
@@ -13,6 +12,5 @@ func main() {
 	// busy walking a db, and the goroutine that bounds the db mapping's
 	// resident memory (internal/boltdb) must still run within milliseconds.
 	runtime.GOMAXPROCS(runtime.NumCPU() + 1)
-	boltdb.RunCheckChild()
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }

@@ -100,32 +100,43 @@ func TestRestoreCLI(t *testing.T) {
 	}
 }
 
-// TestRestoreProgress: the progress bar appears when stderr is a terminal
-// and not otherwise.
-func TestRestoreProgress(t *testing.T) {
+// TestProgress: long offline commands draw a progress bar when stderr is
+// a terminal, and print nothing on stderr otherwise.
+func TestProgress(t *testing.T) {
 	m := testetcd.StartSingle(t)
 	if _, err := testetcd.Load(testetcd.Ctx(t, time.Minute), m.Client(t), testetcd.LoadSpec{Keys: 100, Seed: 1}); err != nil {
 		t.Fatal(err)
 	}
 	m.Stop()
 	dir := t.TempDir()
-
-	_, errOut, code := runCLI("snapshot", "restore", m.DBPath(), "--skip-hash-check", "--data-dir", filepath.Join(dir, "quiet"))
-	if code != 0 || errOut != "" {
-		t.Fatalf("not a terminal: exit %d, stderr %q", code, errOut)
-	}
-
-	ptmx, tty := openPTY(t)
-	stdout, err := os.Create(filepath.Join(dir, "stdout"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	code = run([]string{"etcdkit", "snapshot", "restore", m.DBPath(), "--skip-hash-check", "--data-dir", filepath.Join(dir, "tty")}, stdout, tty)
-	tty.Close()
-	buf := make([]byte, 4096)
-	n, _ := ptmx.Read(buf)
-	if got := string(buf[:n]); code != 0 || !strings.Contains(got, "restoring [") || !strings.Contains(got, "100%") {
-		t.Fatalf("terminal: exit %d, stderr %q", code, got)
+	for _, tc := range []struct {
+		label string
+		args  func(name string) []string
+	}{
+		{"restoring", func(name string) []string {
+			return []string{"snapshot", "restore", m.DBPath(), "--skip-hash-check", "--data-dir", filepath.Join(dir, name)}
+		}},
+		{"reading", func(string) []string { return []string{"snapshot", "status", m.DBPath()} }},
+		{"verifying db", func(string) []string { return []string{"verify", "data-dir", m.DataDir} }},
+	} {
+		t.Run(tc.label, func(t *testing.T) {
+			_, errOut, code := runCLI(tc.args("quiet")...)
+			if code != 0 || errOut != "" {
+				t.Fatalf("not a terminal: exit %d, stderr %q", code, errOut)
+			}
+			ptmx, tty := openPTY(t)
+			stdout, err := os.Create(filepath.Join(t.TempDir(), "stdout"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			code = run(append([]string{"etcdkit"}, tc.args("tty")...), stdout, tty)
+			tty.Close()
+			buf := make([]byte, 4096)
+			n, _ := ptmx.Read(buf)
+			if got := string(buf[:n]); code != 0 || !strings.Contains(got, tc.label+" [") || !strings.Contains(got, "100%") {
+				t.Fatalf("terminal: exit %d, stderr %q", code, got)
+			}
+		})
 	}
 }
 

@@ -22,7 +22,9 @@ func verifyCommand() *cli.Command {
 					if err := needArgs(c, 1, "one snapshot FILE"); err != nil {
 						return err
 					}
-					r, err := verify.Snapshot(c.Args().First(), verify.Options{LockTimeout: lockTimeout(c)})
+					bar := newLazyBar(c.App.ErrWriter, "verifying")
+					r, err := verify.Snapshot(c.Args().First(), verify.Options{LockTimeout: lockTimeout(c), Progress: bar.Report})
+					bar.Done()
 					if err != nil {
 						return err
 					}
@@ -40,7 +42,9 @@ func verifyCommand() *cli.Command {
 					if err := needArgs(c, 1, "one data DIR"); err != nil {
 						return err
 					}
-					r, err := verify.DataDir(c.Args().First(), c.String("wal-dir"), verify.Options{LockTimeout: lockTimeout(c)})
+					bar := newLazyBar(c.App.ErrWriter, "verifying db")
+					r, err := verify.DataDir(c.Args().First(), c.String("wal-dir"), verify.Options{LockTimeout: lockTimeout(c), Progress: bar.Report})
+					bar.Done()
 					if err != nil {
 						return err
 					}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/etcdkit/etcdkit/internal/boltdb"
 	"testing"
 	"time"
 )
@@ -72,11 +71,4 @@ func CopyFile(t testing.TB, src, dst string) {
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// Main is TestMain for packages whose code runs boltdb.Check: the check
-// re-executes the test binary as its child.
-func Main(m *testing.M) {
-	boltdb.RunCheckChild()
-	os.Exit(m.Run())
 }
