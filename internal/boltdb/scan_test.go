@@ -65,11 +65,12 @@ func firstLine(s string) string { return strings.SplitN(strings.TrimSpace(s), "\
 // fixture writes a bolt db exercising what Scan must read: a tree several
 // levels deep, nested buckets (inline and not), values spanning overflow
 // pages, and free pages left by deletes. freelist chooses whether bolt
-// stores its freelist (bolt's default) or not (etcd's).
-func fixture(t *testing.T, freelist bool) string {
+// stores its freelist (bolt's default) or not (etcd's); pageSize 0 is the
+// system's page size.
+func fixture(t *testing.T, freelist bool, pageSize int) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "fixture.db")
-	db, err := bolt.Open(path, 0o600, &bolt.Options{NoFreelistSync: !freelist})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{NoFreelistSync: !freelist, PageSize: pageSize})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,9 +174,24 @@ func entryString(e Entry) string {
 // TestScanMatchesBbolt reads clean files with Scan and with bbolt: the same
 // entries in the same order, the same free pages, no problems.
 func TestScanMatchesBbolt(t *testing.T) {
-	for _, freelist := range []bool{true, false} {
-		t.Run(fmt.Sprintf("stored-freelist=%v", freelist), func(t *testing.T) {
-			path := fixture(t, freelist)
+	for _, tc := range []struct {
+		name     string
+		freelist bool
+		pageSize int
+		longForm bool // the freelist's count in its first element, as bolt writes 64K ids or more
+	}{
+		{"stored freelist", true, 0, false},
+		{"no freelist (etcd)", false, 0, false},
+		{"16 KiB pages", false, 16384, false},
+		{"8 KiB pages, stored freelist", true, 8192, false},
+		{"freelist in long form", true, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			freelist := tc.freelist
+			path := fixture(t, freelist, tc.pageSize)
+			if tc.longForm {
+				toLongForm(t, path)
+			}
 			want, wantFree := bboltEntries(t, path)
 			f, err := Open(path, 0)
 			if err != nil {
@@ -208,6 +224,32 @@ func TestScanMatchesBbolt(t *testing.T) {
 				t.Fatalf("%d reachable + %d free pages, high-water mark %d", pages.Reachable, pages.Free, f.Meta.Pgid)
 			}
 		})
+	}
+}
+
+// toLongForm rewrites the freelist page of path in the form bolt uses for
+// 64K ids or more: count 0xFFFF, the real count in the first element.
+func toLongForm(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ReadMeta(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := int64(m.Freelist) * int64(m.PageSize)
+	_, count, overflow := pageHeader(b[off:])
+	ids := off + pageHeaderSize
+	if ids+8*int64(count)+8 > off+int64(overflow+1)*int64(m.PageSize) || count == 0 {
+		t.Fatalf("the freelist (%d ids) has no room for the long form", count)
+	}
+	copy(b[ids+8:], append([]byte(nil), b[ids:ids+8*int64(count)]...))
+	binary.LittleEndian.PutUint64(b[ids:], uint64(count))
+	binary.LittleEndian.PutUint16(b[off+10:], 0xFFFF)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -271,7 +313,7 @@ func pagesOf(t *testing.T, path string) (Meta, []page) {
 // never crashes.
 func TestScanFindsDamage(t *testing.T) {
 	for _, freelist := range []bool{true, false} {
-		src := fixture(t, freelist)
+		src := fixture(t, freelist, 0)
 		m, pages := pagesOf(t, src)
 		ps := int64(m.PageSize)
 		find := func(ok func(page) bool) page {
@@ -397,7 +439,7 @@ func TestScanFindsDamage(t *testing.T) {
 
 // TestScanCallbackError stops the scan at the callback's error.
 func TestScanCallbackError(t *testing.T) {
-	f, err := Open(fixture(t, false), 0)
+	f, err := Open(fixture(t, false, 0), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +459,7 @@ func TestScanCallbackError(t *testing.T) {
 // TestOpenRefuses covers files Open must not scan.
 func TestOpenRefuses(t *testing.T) {
 	dir := t.TempDir()
-	src := fixture(t, false)
+	src := fixture(t, false, 0)
 	b, _ := os.ReadFile(src)
 	m, _ := ReadMeta(bytes.NewReader(b))
 	truncated := filepath.Join(dir, "truncated.db")
@@ -427,7 +469,7 @@ func TestOpenRefuses(t *testing.T) {
 	short := filepath.Join(dir, "short.db")
 	os.WriteFile(short, []byte("bolt?"), 0o600)
 
-	locked := fixture(t, false)
+	locked := fixture(t, false, 0)
 	db, err := bolt.Open(locked, 0o600, nil) // holds the exclusive lock, as etcd does
 	if err != nil {
 		t.Fatal(err)
