@@ -227,9 +227,8 @@ func TestScanMatchesBbolt(t *testing.T) {
 	}
 }
 
-// toLongForm rewrites the freelist page of path in the form bolt uses for
-// 64K ids or more: count 0xFFFF, the real count in the first element.
-func toLongForm(t *testing.T, path string) {
+// readFixture returns the bytes of path and its meta page.
+func readFixture(t *testing.T, path string) ([]byte, Meta) {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -239,6 +238,14 @@ func toLongForm(t *testing.T, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return b, m
+}
+
+// toLongForm rewrites the freelist page of path in the form bolt uses for
+// 64K ids or more: count 0xFFFF, the real count in the first element.
+func toLongForm(t *testing.T, path string) {
+	t.Helper()
+	b, m := readFixture(t, path)
 	off := int64(m.Freelist) * int64(m.PageSize)
 	_, count, overflow := pageHeader(b[off:])
 	ids := off + pageHeaderSize
@@ -273,14 +280,7 @@ func (p page) pgs0() uint64 {
 // reachable from the root of path, walking the tree by the format alone.
 func pagesOf(t *testing.T, path string) (Meta, []page) {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := ReadMeta(bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, m := readFixture(t, path)
 	le := binary.LittleEndian
 	var out []page
 	var walk func(id uint64)
