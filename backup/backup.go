@@ -96,14 +96,22 @@ type CreateOptions struct {
 	Uploaded func(n int64)
 }
 
+// CheckCompression refuses a compression Create does not know.
+func CheckCompression(name string) error {
+	if name != "zstd" && name != "none" {
+		return fmt.Errorf("compression %q: use zstd or none", name)
+	}
+	return nil
+}
+
 // Create takes a snapshot of the cluster, stores it and writes its
 // manifest last.
 func (r *Repository) Create(ctx context.Context, c *cluster.Cluster, opts CreateOptions) (Manifest, error) {
 	if opts.Compression == "" {
 		opts.Compression = "zstd"
 	}
-	if opts.Compression != "zstd" && opts.Compression != "none" {
-		return Manifest{}, fmt.Errorf("compression %q: use zstd or none", opts.Compression)
+	if err := CheckCompression(opts.Compression); err != nil {
+		return Manifest{}, err
 	}
 	dir, err := os.MkdirTemp(opts.TempDir, "etcdkit-backup-")
 	if err != nil {

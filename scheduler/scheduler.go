@@ -151,6 +151,11 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.CompactSchedule != "" && cfg.CompactPolicy.KeepRevisions == 0 && cfg.CompactPolicy.KeepDuration == 0 {
 		return nil, fmt.Errorf("%w: --compact-schedule needs --compact-keep-revisions or --compact-keep-duration", ErrConfig)
 	}
+	if cfg.Compression != "" {
+		if err := backup.CheckCompression(cfg.Compression); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+	}
 	if _, err := defrag.ParseRule(cfg.DefragRule); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}

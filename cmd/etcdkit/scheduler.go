@@ -157,8 +157,38 @@ func runScheduler(c *cli.Context, cfg scheduler.Config) error {
 	return s.Run(ctx)
 }
 
+// checkScheduler prints the preflight of a scheduler configuration: the
+// jobs and their next runs, whether the cluster and the repository answer.
+// A bad configuration exits 2, an unreachable cluster or repository 8.
+func checkScheduler(c *cli.Context, cfg scheduler.Config) error {
+	s, err := scheduler.New(cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	items := s.Check(c.Context, time.Now())
+	rec := record{json: items, header: []string{"check", "ok", "next", "detail"}}
+	var failed error
+	for _, it := range items {
+		next := ""
+		if it.Next != nil {
+			next = it.Next.Format(time.RFC3339)
+		}
+		rec.rows = append(rec.rows, []string{it.Name, fmt.Sprint(it.OK), next, it.Detail})
+		rec.fields = append(rec.fields, [2]string{it.Name, fmt.Sprintf("%v %s %s", it.OK, next, it.Detail)})
+		if !it.OK && failed == nil {
+			failed = codedError{fmt.Errorf("scheduler check: %s: %s", it.Name, it.Detail), exitUnavailable}
+		}
+	}
+	if err := output(c, rec); err != nil {
+		return err
+	}
+	return failed
+}
+
 func schedulerCommand() *cli.Command {
 	flags := fromConfigFile(append(connectionFlagsWithEnv(), schedulerFlags(schedulerDefaults{compactKeepRevisions: 0})...))
+	flags = append(flags, &cli.BoolFlag{Name: "check", Usage: "print the jobs with their next runs and whether the cluster and the repository answer, then exit (0 all good, 2 bad configuration, 8 unreachable)"},
+		&cli.StringFlag{Name: flagWriteOut.Name, Aliases: flagWriteOut.Aliases, Value: flagWriteOut.Value, Usage: flagWriteOut.Usage + " (with --check)"})
 	return &cli.Command{
 		Name:  "scheduler",
 		Usage: "run backups, compaction and defrag on cron schedules beside a cluster (one active instance, elected through etcd)",
@@ -175,6 +205,9 @@ func schedulerCommand() *cli.Command {
 			cfg, err := schedulerConfig(c, cc)
 			if err != nil {
 				return err
+			}
+			if c.Bool("check") {
+				return checkScheduler(c, cfg)
 			}
 			return runScheduler(c, cfg)
 		},
