@@ -497,3 +497,26 @@ func TestOpenRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestScanEmpty reads a fresh bolt file: two meta pages, the freelist and
+// an empty root leaf, nothing free, no entries.
+func TestScanEmpty(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "empty.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	entries := 0
+	pages, err := f.Scan(func(Entry) error { entries++; return nil })
+	if err != nil || entries != 0 || pages != (Pages{Reachable: 4}) {
+		t.Fatalf("Scan: %v, %d entries, %+v; want no error, no entries, 4 pages in use", err, entries, pages)
+	}
+}
