@@ -152,6 +152,7 @@ func (f *File) Scan(fn func(Entry) error) (Pages, error) {
 		reachable: newBitset(hwm), freed: newBitset(hwm),
 		fn: fn,
 	}
+	f.read = 0
 	s.reachable.set(0)
 	s.reachable.set(1)
 	if err := s.readFreelist(f.Meta.Freelist); err != nil {
