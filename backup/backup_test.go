@@ -25,9 +25,7 @@ import (
 const childEnv = "ETCDKIT_TEST_BACKUP_CHILD"
 
 func TestMain(m *testing.M) {
-	if spec := os.Getenv(childEnv); spec != "" {
-		os.Exit(runChild(spec))
-	}
+	testetcd.RunChild(childEnv, runChild)
 	os.Exit(m.Run())
 }
 

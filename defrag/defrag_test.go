@@ -24,9 +24,7 @@ import (
 const childEnv = "ETCDKIT_TEST_DEFRAG_CHILD"
 
 func TestMain(m *testing.M) {
-	if spec := os.Getenv(childEnv); spec != "" {
-		os.Exit(runChild(spec))
-	}
+	testetcd.RunChild(childEnv, runChild)
 	os.Exit(m.Run())
 }
 

@@ -18,9 +18,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if spec := os.Getenv(childEnv); spec != "" {
-		os.Exit(runChild(spec))
-	}
+	testetcd.RunChild(childEnv, runChild)
 	code := m.Run()
 	if faultDir != "" {
 		os.RemoveAll(faultDir)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/etcdkit/etcdkit/alarm"
 	"github.com/etcdkit/etcdkit/backup"
-	"github.com/etcdkit/etcdkit/cluster"
 )
 
 // CheckItem is one line of a preflight check: a configured job and when it
@@ -76,17 +75,12 @@ func (s *Scheduler) Check(ctx context.Context, now time.Time) []CheckItem {
 
 func (s *Scheduler) checkCluster(ctx context.Context) CheckItem {
 	it := CheckItem{Name: "cluster"}
-	cl, err := cluster.Connect(ctx, s.cfg.Cluster)
+	cl, ms, err := dial(ctx, s.cfg.Cluster)
 	if err != nil {
 		it.Detail = err.Error()
 		return it
 	}
 	defer cl.Close()
-	ms, err := cl.Members(ctx)
-	if err != nil {
-		it.Detail = fmt.Sprintf("%s: %v", strings.Join(s.cfg.Cluster.Endpoints, ","), err)
-		return it
-	}
 	var names []string
 	for _, m := range ms {
 		names = append(names, m.Name)

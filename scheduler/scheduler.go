@@ -19,6 +19,7 @@ import (
 
 	"filippo.io/age"
 	"github.com/robfig/cron/v3"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/etcdkit/etcdkit/backup"
@@ -213,13 +214,8 @@ func (s *Scheduler) connect(ctx context.Context) error {
 	if s.cl != nil {
 		return nil
 	}
-	cl, err := cluster.Connect(ctx, s.cfg.Cluster)
+	cl, _, err := dial(ctx, s.cfg.Cluster)
 	if err != nil {
-		return err
-	}
-	// The client dials lazily: make sure the cluster answers.
-	if _, err := cl.Members(ctx); err != nil {
-		cl.Close()
 		return err
 	}
 	if s.cfg.Repo != "" {
@@ -232,6 +228,21 @@ func (s *Scheduler) connect(ctx context.Context) error {
 	}
 	s.cl = cl
 	return nil
+}
+
+// dial connects to the cluster and makes sure it answers (the client
+// dials lazily), returning its members.
+func dial(ctx context.Context, cfg cluster.Config) (*cluster.Cluster, []*etcdserverpb.Member, error) {
+	cl, err := cluster.Connect(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	ms, err := cl.Members(ctx)
+	if err != nil {
+		cl.Close()
+		return nil, nil, err
+	}
+	return cl, ms, nil
 }
 
 // lead campaigns until elected, runs the jobs while the session lives, and

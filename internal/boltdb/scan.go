@@ -267,15 +267,11 @@ func (s *scanner) readFreelist(id uint64) error {
 	return nil
 }
 
-// markReachable records pages id..id+overflow as reached, reporting pages
-// reached before. It returns false if the page must not be followed (it is
-// outside the file or was reached before, which on a damaged file could
-// otherwise loop).
+// markReachable records pages id..id+overflow (which readAt found below
+// the high-water mark) as reached, reporting pages reached before. It
+// returns false if the page must not be followed: on a damaged file a page
+// reached twice could make the walk loop.
 func (s *scanner) markReachable(id uint64, overflow uint32) bool {
-	if id+uint64(overflow) >= s.hwm {
-		s.problem("page %d: out of bounds: %d (stack: %v)", id, s.hwm, s.stack)
-		return false
-	}
 	ok := true
 	for i := id; i <= id+uint64(overflow); i++ {
 		if s.reachable.has(i) {
@@ -399,15 +395,12 @@ func (s *scanner) walkPage(id uint64, depth, lvl int, lo, hi []byte) ([]byte, er
 		s.problem("page %d: %d elements do not fit the page (stack: %v)", id, count, s.stack)
 		return nil, nil
 	}
-	// Read every element before descending: the children reuse deeper
-	// buffers only, so keys of this page stay valid meanwhile.
+	// Keys of this page stay valid while its children are read: they use
+	// the buffers of deeper levels only.
 	var maxKey []byte
 	prev := lo
 	for i := 0; i < int(count); i++ {
-		e := pageHeaderSize + i*elemSize
-		pos, ksize := binary.LittleEndian.Uint32(p[e:]), binary.LittleEndian.Uint32(p[e+4:])
-		child := binary.LittleEndian.Uint64(p[e+8:])
-		key, ok := slice(p, e, pos, uint64(ksize))
+		key, child, ok := branchElem(p, i)
 		if !ok {
 			s.problem("page %d: branch element %d points outside the page (stack: %v)", id, i, s.stack)
 			return maxKey, nil
@@ -415,8 +408,7 @@ func (s *scanner) walkPage(id uint64, depth, lvl int, lo, hi []byte) ([]byte, er
 		s.checkOrder(id, "branch", i, key, prev, hi)
 		next := hi
 		if i+1 < int(count) {
-			ne := pageHeaderSize + (i+1)*elemSize
-			if k, ok := slice(p, ne, binary.LittleEndian.Uint32(p[ne:]), uint64(binary.LittleEndian.Uint32(p[ne+4:]))); ok {
+			if k, _, ok := branchElem(p, i+1); ok {
 				next = k
 			}
 		}
@@ -511,6 +503,15 @@ func (s *scanner) checkOrder(id uint64, typ string, i int, key, prev, hi []byte)
 	if hi != nil && bytes.Compare(key, hi) >= 0 {
 		s.problem("page %d: %s key[%d] %x is not below the next key %x of its parent (stack: %v)", id, typ, i, key, hi, s.stack)
 	}
+}
+
+// branchElem returns the key and child page of element i of branch page p,
+// or false if the key is not inside p.
+func branchElem(p []byte, i int) (key []byte, child uint64, ok bool) {
+	e := pageHeaderSize + i*elemSize
+	le := binary.LittleEndian
+	key, ok = slice(p, e, le.Uint32(p[e:]), uint64(le.Uint32(p[e+4:])))
+	return key, le.Uint64(p[e+8:]), ok
 }
 
 // slice returns the n bytes at pos past the element header at e of page p,

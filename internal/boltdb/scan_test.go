@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/etcdkit/etcdkit/internal/testetcd"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -21,9 +22,7 @@ import (
 const bboltCheckEnv = "ETCDKIT_TEST_BBOLT_CHECK"
 
 func TestMain(m *testing.M) {
-	if path := os.Getenv(bboltCheckEnv); path != "" {
-		os.Exit(bboltCheck(path))
-	}
+	testetcd.RunChild(bboltCheckEnv, bboltCheck)
 	os.Exit(m.Run())
 }
 

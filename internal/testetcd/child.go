@@ -37,6 +37,15 @@ func StartChild(t testing.TB, env string, spec any) (*exec.Cmd, io.Reader, *stri
 	return cmd, out, stderr
 }
 
+// RunChild is the start of a TestMain whose tests use StartChild: in the
+// child (env set), it runs child with the spec and exits with its code;
+// otherwise it returns at once.
+func RunChild(env string, child func(spec string) int) {
+	if spec := os.Getenv(env); spec != "" {
+		os.Exit(child(spec))
+	}
+}
+
 // LimitFileSize makes writes past n bytes fail (EFBIG), as they would on a
 // full disk: RLIMIT_FSIZE with its signal ignored. For child processes.
 func LimitFileSize(n uint64) error {
