@@ -58,7 +58,7 @@ func TestRecoverNoSpace(t *testing.T) {
 			t.Errorf("defrag %+v", r)
 		}
 	}
-	if alarms, _ := alarm.List(ctx, c); len(alarms) != 0 {
+	if alarms := testetcd.Must(alarm.List(ctx, c))(t); len(alarms) != 0 {
 		t.Errorf("alarms left: %+v", alarms)
 	}
 	if _, err := cli.Put(testetcd.Ctx(t, 10*time.Second), "/after", "ok"); err != nil {

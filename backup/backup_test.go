@@ -134,7 +134,7 @@ func TestRepository(t *testing.T) {
 					t.Errorf("check %+v", c)
 				}
 			}
-			if res, _ := r.Check(ctx, made[2].ID, nil); !res[0].OK || res[0].Content != "stored object" {
+			if res := testetcd.Must(r.Check(ctx, made[2].ID, nil))(t); !res[0].OK || res[0].Content != "stored object" {
 				t.Errorf("check without identity %+v", res)
 			}
 
@@ -180,16 +180,16 @@ func TestRepository(t *testing.T) {
 			if err != nil || len(pr.Decisions) != 2 || !pr.Decisions[0].Keep || pr.Decisions[1].Keep {
 				t.Fatalf("dry prune %+v %v", pr, err)
 			}
-			if l, _ := r.List(ctx); len(l) != 2 {
+			if l := testetcd.Must(r.List(ctx))(t); len(l) != 2 {
 				t.Errorf("dry run deleted: %d left", len(l))
 			}
 			if _, err := r.Prune(ctx, backup.Retention{KeepLast: 1}, 0, false); err != nil {
 				t.Fatal(err)
 			}
-			if l, _ := r.List(ctx); len(l) != 1 || l[0].ID != made[2].ID {
+			if l := testetcd.Must(r.List(ctx))(t); len(l) != 1 || l[0].ID != made[2].ID {
 				t.Errorf("after prune: %+v", l)
 			}
-			objs, _ := r.Store.List(ctx, "")
+			objs := testetcd.Must(r.Store.List(ctx, ""))(t)
 			if len(objs) != 2 { // one backup: data and manifest
 				t.Errorf("objects left: %+v", objs)
 			}
@@ -317,8 +317,8 @@ func TestFaults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			objs, _ := r.Store.List(ctx, "")
-			left, _ := r.Store.Leftovers(ctx, time.Now().Add(time.Hour))
+			objs := testetcd.Must(r.Store.List(ctx, ""))(t)
+			left := testetcd.Must(r.Store.Leftovers(ctx, time.Now().Add(time.Hour)))(t)
 			if len(objs)+len(left) != 0 {
 				t.Errorf("after prune (removed %v): objects %+v, leftovers %v", pr.Leftovers, objs, left)
 			}
@@ -329,13 +329,13 @@ func TestFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, _ := age.GenerateX25519Identity()
+	id := testetcd.Must(age.GenerateX25519Identity())(t)
 	m, err := r.Create(ctx, src.c, backup.CreateOptions{Recipients: []age.Recipient{id.Recipient()}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Run("wrong identity", func(t *testing.T) {
-		other, _ := age.GenerateX25519Identity()
+		other := testetcd.Must(age.GenerateX25519Identity())(t)
 		if _, err := restoreFromRepo(t, r, m, []age.Identity{other}); !errors.Is(err, backup.ErrIdentity) {
 			t.Fatalf("error %v", err)
 		}
@@ -350,7 +350,7 @@ func TestFaults(t *testing.T) {
 			t.Fatal(err)
 		}
 		b[len(b)/2] ^= 0x20
-		os.WriteFile(obj, b, 0o600)
+		testetcd.WriteFile(t, obj, b)
 		res, err := r.Check(ctx, m.ID, []age.Identity{id})
 		if !errors.Is(err, backup.ErrCorrupt) || res[0].OK {
 			t.Fatalf("check %+v %v", res, err)
@@ -409,7 +409,7 @@ func TestFaults(t *testing.T) {
 func TestSharedCredentialsFile(t *testing.T) {
 	s3 := testetcd.StartS3(t, "creds")
 	file := filepath.Join(t.TempDir(), "credentials")
-	os.WriteFile(file, []byte(fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", s3.Access, s3.Secret)), 0o600)
+	testetcd.WriteFile(t, file, []byte(fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", s3.Access, s3.Secret)))
 	t.Setenv("AWS_ACCESS_KEY_ID", "")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", file)

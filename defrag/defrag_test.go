@@ -69,13 +69,15 @@ func TestDefrag(t *testing.T) {
 			p, state, hash := compactedMember(t, line, testetcd.SmallSpec)
 			db := p.DBPath()
 			before := status(t, db)
-			fiBefore, _ := os.Stat(db)
+			fiBefore := testetcd.Must(os.Stat(db))(t)
 			hkBefore, err := hashkv.Compute(db, 0, time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
 			ref := filepath.Join(t.TempDir(), "ref")
-			os.MkdirAll(filepath.Join(ref, "member", "snap"), 0o700)
+			if err := os.MkdirAll(filepath.Join(ref, "member", "snap"), 0o700); err != nil {
+				t.Fatal(err)
+			}
 			testetcd.CopyFile(t, db, defrag.DBPath(ref))
 			testetcd.Run(t, etcdutl, "defrag", "--data-dir", ref)
 
@@ -97,7 +99,7 @@ func TestDefrag(t *testing.T) {
 			if hk, err := hashkv.Compute(db, 0, time.Second); err != nil || hk != hkBefore || hk.Hash != hash {
 				t.Errorf("hashkv %+v %v, before %+v, server %d", hk, err, hkBefore, hash)
 			}
-			if fi, _ := os.Stat(db); fi.Mode() != fiBefore.Mode() {
+			if fi := testetcd.Must(os.Stat(db))(t); fi.Mode() != fiBefore.Mode() {
 				t.Errorf("mode %v, was %v", fi.Mode(), fiBefore.Mode())
 			}
 			if e := testetcd.DirNames(t, filepath.Dir(db)); strings.Contains(strings.Join(e, ","), "etcdkit") {
@@ -129,7 +131,7 @@ func TestDefragRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	garbage := filepath.Join(t.TempDir(), "garbage.db")
-	os.WriteFile(garbage, []byte(strings.Repeat("garbage!", 1024)), 0o600)
+	testetcd.WriteFile(t, garbage, []byte(strings.Repeat("garbage!", 1024)))
 	cases := []struct {
 		name string
 		path func() string

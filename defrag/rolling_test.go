@@ -73,7 +73,7 @@ func TestRolling(t *testing.T) {
 				t.Errorf("%s: %s, want %s", r.Name, r.Action, want)
 			}
 		}
-		if after, _ := c.CompactRevision(ctx); after != 0 {
+		if after := testetcd.Must(c.CompactRevision(ctx))(t); after != 0 {
 			t.Errorf("dry run compacted to %d", after)
 		}
 	})

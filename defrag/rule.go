@@ -28,7 +28,9 @@ type Rule struct {
 // RuleVars are the names a rule may use.
 var RuleVars = []string{"dbSize", "dbSizeInUse", "dbSizeFree", "dbQuota", "dbQuotaUsage"}
 
-// ParseRule parses a rule; "" is a rule that always holds.
+// ParseRule parses a rule; "" is a rule that always holds. A rule must be a
+// condition: an expression whose result is a number is refused here, so a
+// configuration with one fails at start, not at every run.
 func ParseRule(src string) (*Rule, error) {
 	if strings.TrimSpace(src) == "" {
 		return &Rule{}, nil
@@ -42,8 +44,12 @@ func ParseRule(src string) (*Rule, error) {
 	for _, v := range RuleVars {
 		vars[v] = 1
 	}
-	if _, err := r.eval(e, vars); err != nil {
+	v, err := r.eval(e, vars)
+	if err != nil {
 		return nil, err
+	}
+	if !v.isBool {
+		return nil, r.notCondition()
 	}
 	return r, nil
 }
@@ -83,9 +89,15 @@ func (r *Rule) Eval(vars map[string]float64) (bool, error) {
 		return false, err
 	}
 	if !v.isBool {
-		return false, fmt.Errorf("%w %q: the result is a number, not true or false", ErrRule, r.src)
+		return false, r.notCondition()
 	}
 	return v.b, nil
+}
+
+// notCondition is the error for a rule whose result is a number: a rule
+// must say true or false, e.g. `dbSizeFree > 64*1024*1024`.
+func (r *Rule) notCondition() error {
+	return fmt.Errorf("%w %q: the result is a number, not true or false (compare it, e.g. %s > 64*1024*1024)", ErrRule, r.src, r.src)
 }
 
 type value struct {

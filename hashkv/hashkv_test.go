@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -27,7 +28,7 @@ func etcdutlHashKV(t *testing.T, etcdutl, db string, rev int64) hashkv.Result {
 	return r
 }
 
-func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // TestHashKVMatchesServer writes data (leases, deletes, a compaction) with
 // etcd 3.5, 3.6 and 3.7, asks the server for HashKV at several revisions,

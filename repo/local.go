@@ -20,9 +20,6 @@ const partMarker = ".etcdkit-part-"
 type local struct{ root string }
 
 func openLocal(dir string) (Store, error) {
-	if dir == "" {
-		return nil, fmt.Errorf("%w: empty path", ErrURL)
-	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("repository %s: %w", dir, err)
 	}

@@ -26,31 +26,43 @@ type s3store struct {
 	desc   string
 }
 
-func openS3(ctx context.Context, u *url.URL) (Store, error) {
+// parseS3 reads s3://bucket/prefix?endpoint=http(s)://host:port&region=R.
+// A prefix is a key prefix: segments of "." or ".." are refused, so no
+// prefix reads as a path that climbs out of the bucket on a server that
+// maps keys to files.
+func parseS3(u *url.URL) (Location, error) {
 	if u.Host == "" {
-		return nil, fmt.Errorf("%w: s3 URL without a bucket", ErrURL)
+		return Location{}, fmt.Errorf("%w: s3 URL without a bucket", ErrURL)
 	}
 	q := u.Query()
-	endpoint, secure := "s3.amazonaws.com", true
+	loc := Location{Bucket: u.Host, Endpoint: "s3.amazonaws.com", Secure: true, Region: q.Get("region")}
 	if e := q.Get("endpoint"); e != "" {
 		eu, err := url.Parse(e)
-		if err != nil || eu.Host == "" {
-			return nil, fmt.Errorf("%w: endpoint %q: want http(s)://host:port", ErrURL, e)
+		if err != nil || eu.Host == "" || (eu.Scheme != "http" && eu.Scheme != "https") {
+			return Location{}, fmt.Errorf("%w: endpoint %q: want http(s)://host:port", ErrURL, e)
 		}
-		endpoint, secure = eu.Host, eu.Scheme == "https"
+		loc.Endpoint, loc.Secure = eu.Host, eu.Scheme == "https"
 	}
+	if p := strings.Trim(u.Path, "/"); p != "" {
+		for _, seg := range strings.Split(p, "/") {
+			if seg == "" || seg == "." || seg == ".." {
+				return Location{}, fmt.Errorf("%w: s3 prefix %q: empty, . and .. segments are not allowed", ErrURL, p)
+			}
+		}
+		loc.Prefix = p + "/"
+	}
+	return loc, nil
+}
+
+func openS3(ctx context.Context, loc Location) (Store, error) {
 	creds := credentials.NewChainCredentials([]credentials.Provider{&credentials.EnvAWS{}, &credentials.FileAWSCredentials{}})
-	cli, err := minio.New(endpoint, &minio.Options{
-		Creds: creds, Secure: secure, Region: q.Get("region"), BucketLookup: minio.BucketLookupPath,
+	cli, err := minio.New(loc.Endpoint, &minio.Options{
+		Creds: creds, Secure: loc.Secure, Region: loc.Region, BucketLookup: minio.BucketLookupPath,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrURL, err)
+		return nil, fmt.Errorf("%w: %w", ErrURL, err)
 	}
-	prefix := strings.Trim(u.Path, "/")
-	if prefix != "" {
-		prefix += "/"
-	}
-	s := &s3store{cli: cli, bucket: u.Host, prefix: prefix, desc: fmt.Sprintf("s3://%s/%s (%s)", u.Host, prefix, endpoint)}
+	s := &s3store{cli: cli, bucket: loc.Bucket, prefix: loc.Prefix, desc: fmt.Sprintf("s3://%s/%s (%s)", loc.Bucket, loc.Prefix, loc.Endpoint)}
 	ok, err := cli.BucketExists(ctx, s.bucket)
 	if err != nil {
 		return nil, s.err("open", err)

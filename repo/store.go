@@ -54,26 +54,55 @@ var (
 	ErrURL = errors.New("bad repository URL")
 )
 
-// Open opens the store a repository URL names: a path or file:///path, or
-// s3://bucket/prefix?endpoint=http://host:port&region=... (credentials from
-// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the shared credentials
-// file; path-style addressing).
-func Open(ctx context.Context, raw string) (Store, error) {
+// Location is a parsed repository URL.
+type Location struct {
+	// Dir is a local repository's directory ("" for S3).
+	Dir string
+	// Bucket, Prefix ("" or ending in "/"), Endpoint (host:port), Secure
+	// and Region name an S3 repository.
+	Bucket, Prefix, Endpoint, Region string
+	Secure                           bool
+}
+
+// ParseURL reads a repository URL: a path or file:///path, or
+// s3://bucket/prefix?endpoint=http://host:port&region=... It touches
+// nothing; Open does.
+func ParseURL(raw string) (Location, error) {
 	if !strings.Contains(raw, "://") {
-		return openLocal(raw)
+		if raw == "" {
+			return Location{}, fmt.Errorf("%w: empty path", ErrURL)
+		}
+		return Location{Dir: raw}, nil
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w %q: %v", ErrURL, raw, err)
+		return Location{}, fmt.Errorf("%w %q: %w", ErrURL, raw, err)
 	}
 	switch u.Scheme {
 	case "file":
 		if u.Host != "" && u.Host != "localhost" {
-			return nil, fmt.Errorf("%w %q: file URLs name a local path (file:///path)", ErrURL, raw)
+			return Location{}, fmt.Errorf("%w %q: file URLs name a local path (file:///path)", ErrURL, raw)
 		}
-		return openLocal(u.Path)
+		if u.Path == "" {
+			return Location{}, fmt.Errorf("%w %q: empty path", ErrURL, raw)
+		}
+		return Location{Dir: u.Path}, nil
 	case "s3":
-		return openS3(ctx, u)
+		return parseS3(u)
 	}
-	return nil, fmt.Errorf("%w %q: use a path, file:///path or s3://bucket/prefix", ErrURL, raw)
+	return Location{}, fmt.Errorf("%w %q: use a path, file:///path or s3://bucket/prefix", ErrURL, raw)
+}
+
+// Open opens the store a repository URL names (see ParseURL); S3
+// credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the
+// shared credentials file, with path-style addressing.
+func Open(ctx context.Context, raw string) (Store, error) {
+	loc, err := ParseURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	if loc.Dir != "" {
+		return openLocal(loc.Dir)
+	}
+	return openS3(ctx, loc)
 }

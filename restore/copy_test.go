@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 	"testing/iotest"
+
+	"github.com/etcdkit/etcdkit/internal/testetcd"
 )
 
 // TestStreamSnapshot checks the trailer hold-back and the hash over input
@@ -46,7 +48,7 @@ func TestStreamSnapshot(t *testing.T) {
 			if err != nil {
 				t.Fatalf("size %d %s: %v", size, name, err)
 			}
-			got, _ := os.ReadFile(out.Name())
+			got := testetcd.Must(os.ReadFile(out.Name()))(t)
 			out.Close()
 			switch {
 			case !bytes.Equal(got, body):

@@ -236,7 +236,11 @@ func runChild(spec string) int {
 	if cs.OutputDir != "" {
 		cfg = restore.Config{OutputDir: cs.OutputDir, InitialCluster: "a=http://127.0.0.1:1,b=http://127.0.0.1:2,c=http://127.0.0.1:3", InitialClusterToken: "tok"}
 	}
-	fi, _ := os.Stat(cs.Snapshot)
+	fi, err := os.Stat(cs.Snapshot)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
 	half := false
 	cfg.Progress = func(done int64) {
 		if !half && done >= fi.Size()/2 {

@@ -57,8 +57,7 @@ func (s *Scheduler) compactJob(ctx context.Context) error {
 
 // defragJob runs a rolling defrag with the configured rule.
 func (s *Scheduler) defragJob(ctx context.Context) error {
-	rule, _ := defrag.ParseRule(s.cfg.DefragRule)
-	res, err := defrag.Rolling(ctx, s.cl, defrag.RollingOptions{Rule: rule, MoveLeader: true,
+	res, err := defrag.Rolling(ctx, s.cl, defrag.RollingOptions{Rule: s.defragRule, MoveLeader: true,
 		Log: func(format string, args ...any) { s.log.Info("defrag: " + fmt.Sprintf(format, args...)) }})
 	for _, r := range res {
 		if r.Action == defrag.Defragmented {

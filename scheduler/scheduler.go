@@ -26,6 +26,7 @@ import (
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/compact"
 	"github.com/etcdkit/etcdkit/defrag"
+	"github.com/etcdkit/etcdkit/internal/logging"
 )
 
 // Config is what the scheduler does and how.
@@ -53,39 +54,55 @@ type Config struct {
 	Name           string // this instance, default hostname-pid
 	SessionTTL     int    // seconds, default 5
 
-	Retries      int           // retries of a failed job, default 2
-	RetryBackoff time.Duration // first retry delay (doubles), default 2s
+	// Retries of a failed job: 0 means none (DefaultConfig has 2).
+	Retries      int
+	RetryBackoff time.Duration // first retry delay (doubles); zero: the default
 	// StopGrace bounds how long a stop waits for the running job.
-	StopGrace time.Duration // default 5m
+	StopGrace time.Duration // zero: the default
 
 	Logger *slog.Logger
 }
 
+// DefaultConfig holds the scheduler's defaults, the one place they are
+// written: the command line takes its flags' defaults from here, and New
+// fills in the fields left zero whose zero means nothing (a zero interval,
+// an empty election prefix). Retries is not one of them: 0 is a choice.
+func DefaultConfig() Config {
+	return Config{
+		Compression:     "zstd",
+		AlarmCheckEvery: 10 * time.Second,
+		MetricsAddr:     "127.0.0.1:9479",
+		ElectionPrefix:  "__etcdkit/scheduler-election",
+		SessionTTL:      5,
+		Retries:         2,
+		RetryBackoff:    5 * time.Second,
+		StopGrace:       5 * time.Minute,
+	}
+}
+
 func (c *Config) defaults() {
+	d := DefaultConfig()
 	if c.AlarmCheckEvery == 0 {
-		c.AlarmCheckEvery = 10 * time.Second
+		c.AlarmCheckEvery = d.AlarmCheckEvery
 	}
 	if c.ElectionPrefix == "" {
-		c.ElectionPrefix = "__etcdkit/scheduler-election"
+		c.ElectionPrefix = d.ElectionPrefix
 	}
 	if c.Name == "" {
 		h, _ := os.Hostname()
 		c.Name = fmt.Sprintf("%s-%d", h, os.Getpid())
 	}
 	if c.SessionTTL == 0 {
-		c.SessionTTL = 5
-	}
-	if c.Retries == 0 {
-		c.Retries = 2
+		c.SessionTTL = d.SessionTTL
 	}
 	if c.RetryBackoff == 0 {
-		c.RetryBackoff = 2 * time.Second
+		c.RetryBackoff = d.RetryBackoff
 	}
 	if c.StopGrace == 0 {
-		c.StopGrace = 5 * time.Minute
+		c.StopGrace = d.StopGrace
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+		c.Logger = logging.New(os.Stderr, slog.LevelInfo)
 	}
 }
 
@@ -119,6 +136,8 @@ type Scheduler struct {
 
 	cl   *cluster.Cluster
 	repo *backup.Repository
+
+	defragRule *defrag.Rule // parsed once, in New
 
 	active atomic.Bool
 	ready  atomic.Bool
@@ -154,12 +173,17 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	if cfg.Compression != "" {
 		if err := backup.CheckCompression(cfg.Compression); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 	}
-	if _, err := defrag.ParseRule(cfg.DefragRule); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	if cfg.Retries < 0 {
+		return nil, fmt.Errorf("%w: --retries %d: must be 0 or more", ErrConfig, cfg.Retries)
 	}
+	rule, err := defrag.ParseRule(cfg.DefragRule)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --defrag-rule: %w", ErrConfig, err)
+	}
+	s.defragRule = rule
 	s.metrics = newMetrics(s)
 	return s, nil
 }

@@ -3,6 +3,7 @@ package scheduler_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -41,8 +42,7 @@ func get(t *testing.T, url string) (int, string) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return resp.StatusCode, string(testetcd.Must(io.ReadAll(resp.Body))(t))
 }
 
 func start(t *testing.T, cfg scheduler.Config) (*scheduler.Scheduler, context.CancelFunc, chan error) {
@@ -129,14 +129,14 @@ func TestJobs(t *testing.T) {
 			}
 		}
 	}
-	r, _ := backup.Open(context.Background(), repoDir)
+	r := testetcd.Must(backup.Open(context.Background(), repoDir))(t)
 	list, err := r.List(context.Background())
 	if err != nil || len(list) == 0 || len(list) > 3 {
 		t.Errorf("backups after retention keep-last 3: %d %v", len(list), err)
 	}
-	c, _ := cluster.Connect(context.Background(), cluster.Config{Endpoints: []string{m.ClientURL}})
+	c := testetcd.Must(cluster.Connect(context.Background(), cluster.Config{Endpoints: []string{m.ClientURL}}))(t)
 	defer c.Close()
-	if rev, _ := c.CompactRevision(context.Background()); rev == 0 {
+	if rev := testetcd.Must(c.CompactRevision(context.Background()))(t); rev == 0 {
 		t.Error("never compacted")
 	}
 }
@@ -230,6 +230,56 @@ func TestStorageDown(t *testing.T) {
 	listedBackupsCheck(t, s3.URL("bkp", "x"))
 }
 
+// TestRetries: a failing job is tried 1 + Retries times, and 0 retries is
+// one attempt (zero is a choice, not "the default").
+func TestRetries(t *testing.T) {
+	m := testetcd.StartSingle(t)
+	for _, retries := range []int{0, 1, 3} {
+		t.Run(fmt.Sprint(retries), func(t *testing.T) {
+			// Compaction keeping an hour fails at once: the revision
+			// clock of a fresh cluster does not reach back that far.
+			s, _, _ := start(t, scheduler.Config{
+				Cluster: cluster.Config{Endpoints: []string{m.ClientURL}}, Name: fmt.Sprint("retries-", retries),
+				ElectionPrefix:  fmt.Sprint("retries-", retries),
+				CompactSchedule: "@every 1s", CompactPolicy: compact.Policy{KeepDuration: time.Hour},
+				Retries: retries, RetryBackoff: 10 * time.Millisecond,
+			})
+			var failed *scheduler.Run
+			waitFor(t, 20*time.Second, "a failed compaction", func() bool {
+				for _, r := range s.Status().Runs {
+					if r.Result == "failed" {
+						failed = &r
+						return true
+					}
+				}
+				return false
+			})
+			if failed.Attempts != 1+retries {
+				t.Fatalf("attempts %d, want %d (%s)", failed.Attempts, 1+retries, failed.Error)
+			}
+		})
+	}
+}
+
+// TestConfigRefused: a configuration that cannot work is refused by New.
+func TestConfigRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  scheduler.Config
+		want string
+	}{
+		{"rule that is a number", scheduler.Config{DefragSchedule: "@daily", DefragRule: "dbSize"}, "not true or false"},
+		{"negative retries", scheduler.Config{Retries: -1}, "retries"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := scheduler.New(tc.cfg)
+			if !errors.Is(err, scheduler.ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New: %v, want %v naming %q", err, scheduler.ErrConfig, tc.want)
+			}
+		})
+	}
+}
+
 // listedBackupsCheck: every backup the repository lists is complete.
 func listedBackupsCheck(t *testing.T, url string) {
 	t.Helper()
@@ -237,7 +287,10 @@ func listedBackupsCheck(t *testing.T, url string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	list, _ := r.List(context.Background())
+	list, err := r.List(context.Background())
+	if err != nil {
+		t.Fatalf("list %s: %v", url, err)
+	}
 	for _, b := range list {
 		if _, err := r.Check(context.Background(), b.ID, nil); err != nil {
 			t.Errorf("listed backup %s does not check: %v", b.ID, err)
@@ -257,7 +310,7 @@ func TestResilience(t *testing.T) {
 	repoDir := filepath.Join(t.TempDir(), "repo")
 	s, _, _ := start(t, scheduler.Config{
 		Cluster: cluster.Config{Endpoints: cl.Endpoints()}, Repo: repoDir, BackupSchedule: "@every 1s",
-		AutoRecoverNoSpace: true, AlarmCheckEvery: 300 * time.Millisecond, RetryBackoff: 200 * time.Millisecond,
+		AutoRecoverNoSpace: true, AlarmCheckEvery: 300 * time.Millisecond, Retries: 2, RetryBackoff: 200 * time.Millisecond,
 	})
 	waitFor(t, 20*time.Second, "active", s.Active)
 	successesSince := func(job string, since time.Time) int {
@@ -286,7 +339,7 @@ func TestResilience(t *testing.T) {
 	}
 
 	// A leader change.
-	c, _ := cluster.Connect(context.Background(), cluster.Config{Endpoints: cl.Endpoints()})
+	c := testetcd.Must(cluster.Connect(context.Background(), cluster.Config{Endpoints: cl.Endpoints()}))(t)
 	defer c.Close()
 	var leader, follower *cluster.MemberStatus
 	st := c.Status(context.Background(), 0)
@@ -297,7 +350,7 @@ func TestResilience(t *testing.T) {
 			follower = &st[i]
 		}
 	}
-	lc, _ := c.ForEndpoint(leader.Endpoint)
+	lc := testetcd.Must(c.ForEndpoint(leader.Endpoint))(t)
 	if _, err := lc.MoveLeader(context.Background(), follower.MemberID); err != nil {
 		t.Fatal(err)
 	}
@@ -329,8 +382,8 @@ func TestUnreachableAndStop(t *testing.T) {
 			return false
 		}
 		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return strings.Contains(string(body), `etcdkit_job_failures_total{job="connect"}`)
+		body, err := io.ReadAll(resp.Body)
+		return err == nil && strings.Contains(string(body), `etcdkit_job_failures_total{job="connect"}`)
 	})
 	if code, _ := get(t, "http://"+addr+"/healthz"); code != 200 {
 		t.Errorf("healthz %d", code)
@@ -349,7 +402,7 @@ func TestUnreachableAndStop(t *testing.T) {
 	url := s3.URL("bkp", "stop")
 	s, cancel, done := start(t, scheduler.Config{
 		Cluster: cluster.Config{Endpoints: []string{m.ClientURL}}, Repo: url, BackupSchedule: "@every 1s",
-		RetryBackoff: time.Second, StopGrace: 20 * time.Second,
+		Retries: 2, RetryBackoff: time.Second, StopGrace: 20 * time.Second,
 	})
 	waitFor(t, 20*time.Second, "active", s.Active)
 	s3.Stop()

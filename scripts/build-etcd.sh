@@ -12,7 +12,10 @@ trap 'rm -rf "$tmp"' EXIT
 ( cd "$src" && GOFLAGS=-mod=readonly go build -trimpath -o "$tmp/" \
     go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3 go.etcd.io/etcd/etcdutl/v3 )
 mv "$tmp/server" "$tmp/etcd"
-"$tmp/etcd" --version | head -1
+# No pipe into head: under pipefail, head's early exit kills etcd with
+# SIGPIPE (exit 141) and fails the build.
+version=$("$tmp/etcd" --version)
+echo "${version%%$'\n'*}"
 rm -rf "$out"
 mkdir -p "$(dirname "$out")"
 mv "$tmp" "$out"

@@ -70,11 +70,11 @@ func TestSave(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fi, _ := os.Stat(path)
+			fi := testetcd.Must(os.Stat(path))(t)
 			if m.Revision != st.Revision || m.Size != fi.Size() || progress != fi.Size() || m.ClusterID == "" || m.EtcdVersion == "" {
 				t.Errorf("manifest %+v, status %+v, size %d, progress %d", m, st, fi.Size(), progress)
 			}
-			b, _ := os.ReadFile(path)
+			b := testetcd.Must(os.ReadFile(path))(t)
 			if hex.EncodeToString(b[len(b)-32:]) != m.SHA256 {
 				t.Errorf("manifest sha256 %s is not the trailer", m.SHA256)
 			}

@@ -50,9 +50,9 @@ func TestStatusMatchesEtcdutl(t *testing.T) {
 func TestStatusBadInput(t *testing.T) {
 	dir := t.TempDir()
 	notBolt := filepath.Join(dir, "text.db")
-	os.WriteFile(notBolt, make([]byte, 64<<10), 0o600)
+	testetcd.WriteFile(t, notBolt, make([]byte, 64<<10))
 	tiny := filepath.Join(dir, "tiny.db")
-	os.WriteFile(tiny, []byte("hello"), 0o600)
+	testetcd.WriteFile(t, tiny, []byte("hello"))
 
 	m := testetcd.StartSingle(t)
 	if _, err := testetcd.Load(testetcd.Ctx(t, time.Minute), m.Client(t), testetcd.LoadSpec{Keys: 200, Rounds: 2, Seed: 1}); err != nil {

@@ -75,7 +75,7 @@ func TestVerifyClean(t *testing.T) {
 			}
 			snap := testetcd.SaveSnapshot(t, p)
 			p.Stop()
-			if snaps, _ := filepath.Glob(filepath.Join(p.DataDir, "member", "snap", "*.snap")); len(snaps) == 0 {
+			if snaps := testetcd.Must(filepath.Glob(filepath.Join(p.DataDir, "member", "snap", "*.snap")))(t); len(snaps) == 0 {
 				t.Fatal("etcd wrote no .snap file")
 			}
 			before := treeSums(t, p.DataDir)
@@ -132,7 +132,7 @@ func newDamagedSource(t *testing.T) damagedSource {
 }
 
 func walFiles(t *testing.T, dataDir string) []string {
-	files, _ := filepath.Glob(filepath.Join(dataDir, "member", "wal", "*.wal"))
+	files := testetcd.Must(filepath.Glob(filepath.Join(dataDir, "member", "wal", "*.wal")))(t)
 	sort.Strings(files)
 	if len(files) < 4 {
 		t.Fatalf("want several WAL segments, got %d", len(files))
@@ -147,7 +147,7 @@ func walRecords(t *testing.T, path string) []etcdfmt.WALRecord {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	fi, _ := f.Stat()
+	fi := testetcd.Must(f.Stat())(t)
 	rd := etcdfmt.NewWALReader(f, fi.Size())
 	var recs []etcdfmt.WALRecord
 	for {
@@ -184,7 +184,7 @@ func keyBucketPages(t *testing.T, db string) (branch, leaf int64, pageSize int64
 		pageSize = int64(tx.DB().Info().PageSize)
 		return nil
 	})
-	b, _ := os.ReadFile(db)
+	b := testetcd.Must(os.ReadFile(db))(t)
 	// Follow the first child down to a leaf; branch is the last branch.
 	page := branch
 	for b[page*pageSize+8]&0x01 != 0 {
@@ -301,7 +301,7 @@ func TestVerifyDetects(t *testing.T) {
 			})
 		}, "wal records", "torn write", verify.Repairable},
 		{"corrupt .snap", false, func(t *testing.T, d string) {
-			snaps, _ := filepath.Glob(filepath.Join(d, "member", "snap", "*.snap"))
+			snaps := testetcd.Must(filepath.Glob(filepath.Join(d, "member", "snap", "*.snap")))(t)
 			if len(snaps) == 0 {
 				t.Fatal("no .snap file")
 			}
@@ -381,7 +381,10 @@ func copyTree(t *testing.T, from, to string) {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(from, p)
+		rel, err := filepath.Rel(from, p)
+		if err != nil {
+			return err
+		}
 		if d.IsDir() {
 			return os.MkdirAll(filepath.Join(to, rel), 0o700)
 		}

@@ -23,10 +23,10 @@ func TestBackupCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	s3 := testetcd.StartS3(t, "bkp")
-	id, _ := age.GenerateX25519Identity()
+	id := testetcd.Must(age.GenerateX25519Identity())(t)
 	dir := t.TempDir()
 	idFile := filepath.Join(dir, "key.txt")
-	os.WriteFile(idFile, []byte(id.String()+"\n"), 0o600)
+	testetcd.WriteFile(t, idFile, []byte(id.String()+"\n"))
 	repoURL := s3.URL("bkp", "etcd")
 	t.Setenv("ETCDKIT_REPO", repoURL)
 
@@ -67,10 +67,11 @@ func TestBackupCLI(t *testing.T) {
 	}
 
 	// A damaged object in the copy: check says so with exit 5.
-	objs, _ := filepath.Glob(filepath.Join(copyDir, "backups", "*", "snapshot.db*"))
-	b, _ := os.ReadFile(objs[0])
-	b[len(b)/2] ^= 1
-	os.WriteFile(objs[0], b, 0o600)
+	objs := testetcd.Must(filepath.Glob(filepath.Join(copyDir, "backups", "*", "snapshot.db*")))(t)
+	if len(objs) == 0 {
+		t.Fatal("no stored object in the copy")
+	}
+	testetcd.FlipByte(t, objs[0], -1)
 	if _, errOut, code := runCLI("backup", "check", "--repo", copyDir, "--identity", idFile); code != exitCorrupt || !strings.Contains(errOut, "damaged") {
 		t.Errorf("check of a damaged copy: exit %d, stderr %q", code, errOut)
 	}

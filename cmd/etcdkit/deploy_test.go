@@ -186,6 +186,7 @@ func TestSchedulerCheckFails(t *testing.T) {
 	}{
 		{"bad schedule", []string{"--endpoints", dead, "--repo", dir, "--backup-schedule", "61 * * * *"}, exitUsage, "backup-schedule"},
 		{"bad rule", []string{"--endpoints", dead, "--defrag-schedule", "@daily", "--defrag-rule", "dbSizeFree >"}, exitUsage, "rule"},
+		{"rule that is not a condition", []string{"--endpoints", dead, "--defrag-schedule", "@daily", "--defrag-rule", "dbSize"}, exitUsage, "not true or false"},
 		{"bad compression", []string{"--endpoints", dead, "--repo", dir, "--backup-schedule", "@hourly", "--compression", "lz4"}, exitUsage, "lz4"},
 		{"compaction without a policy", []string{"--endpoints", dead, "--compact-schedule", "@hourly"}, exitUsage, "compact-keep"},
 		{"unreachable cluster", []string{"--endpoints", dead, "--repo", dir, "--backup-schedule", "@hourly", "--dial-timeout", "300ms", "--command-timeout", "500ms"}, exitUnavailable, "cluster"},

@@ -53,7 +53,7 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 func TestExitCodes(t *testing.T) {
 	dir := t.TempDir()
 	garbage := filepath.Join(dir, "garbage.db")
-	os.WriteFile(garbage, bytes.Repeat([]byte("etcd"), 4096), 0o600)
+	testetcd.WriteFile(t, garbage, bytes.Repeat([]byte("etcd"), 4096))
 
 	m := testetcd.StartSingle(t)
 	loaded, err := testetcd.Load(testetcd.Ctx(t, time.Minute), m.Client(t), testetcd.LoadSpec{Keys: 100, Rounds: 2, Seed: 5})

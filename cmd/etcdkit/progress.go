@@ -34,7 +34,9 @@ func newProgress(stderr io.Writer, label string, total int64) *progressBar {
 	return &progressBar{w: f, label: label, total: total, start: time.Now()}
 }
 
-func isTerminal(f *os.File) bool {
+// isTerminal asks the kernel whether f is a terminal (a variable so a test
+// can count the questions).
+var isTerminal = func(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
 }
@@ -84,17 +86,19 @@ func renderProgress(label string, done, total int64, elapsed time.Duration) stri
 // lazyBar is a progress bar created at the first report, when the total is
 // known. Report is the callback for the capability packages.
 type lazyBar struct {
-	w     io.Writer
-	label string
-	bar   *progressBar
+	w       io.Writer
+	label   string
+	decided bool // whether the bar was made, or found not wanted
+	bar     *progressBar
 }
 
 func newLazyBar(w io.Writer, label string) *lazyBar { return &lazyBar{w: w, label: label} }
 
-// Report records progress.
+// Report records progress. Whether stderr is a terminal is asked once, at
+// the first report, not at every one (a scan reports per read).
 func (l *lazyBar) Report(done, total int64) {
-	if l.bar == nil {
-		l.bar = newProgress(l.w, l.label, total)
+	if !l.decided {
+		l.bar, l.decided = newProgress(l.w, l.label, total), true
 	}
 	l.bar.Set(done)
 }

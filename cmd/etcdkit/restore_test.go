@@ -68,9 +68,8 @@ func TestRestoreCLI(t *testing.T) {
 	})
 
 	damaged := filepath.Join(dir, "damaged.db")
-	b, _ := os.ReadFile(snap)
-	b[len(b)/3] ^= 1
-	os.WriteFile(damaged, b, 0o600)
+	testetcd.CopyFile(t, snap, damaged)
+	testetcd.FlipByte(t, damaged, testetcd.Must(os.Stat(snap))(t).Size()/3)
 	raw := filepath.Join(dir, "raw.db")
 	testetcd.CopyFile(t, p.DBPath(), raw)
 	full := filepath.Join(dir, "full")
@@ -132,7 +131,10 @@ func TestProgress(t *testing.T) {
 			code = run(append([]string{"etcdkit"}, tc.args("tty")...), stdout, tty)
 			tty.Close()
 			buf := make([]byte, 4096)
-			n, _ := ptmx.Read(buf)
+			n, err := ptmx.Read(buf)
+			if err != nil {
+				t.Fatalf("read the terminal: %v", err)
+			}
 			if got := string(buf[:n]); code != 0 || !strings.Contains(got, tc.label+" [") || !strings.Contains(got, "100%") {
 				t.Fatalf("terminal: exit %d, stderr %q", code, got)
 			}

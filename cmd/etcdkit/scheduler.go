@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os/signal"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/compact"
+	"github.com/etcdkit/etcdkit/internal/logging"
 	"github.com/etcdkit/etcdkit/scheduler"
 )
 
@@ -35,11 +35,12 @@ type schedulerDefaults struct {
 // schedulerFlags are the scheduler's flags; each is also an ETCDKIT_*
 // variable and a key of the --config YAML file.
 func schedulerFlags(d schedulerDefaults) []cli.Flag {
+	def := scheduler.DefaultConfig()
 	flags := []cli.Flag{
 		&cli.StringFlag{Name: "repo", Value: d.repo, Usage: "backup repository URL (a path, file:///path or s3://bucket/prefix?endpoint=...)"},
 		&cli.StringFlag{Name: "backup-schedule", Value: d.backupSchedule, Usage: "cron schedule of backups (5 fields, or @every 30s, @hourly ...); empty: no backups"},
 		&cli.BoolFlag{Name: "backup-at-start", Value: d.backupAtStart, Usage: "take a backup as soon as this instance becomes active"},
-		&cli.StringFlag{Name: "compression", Value: "zstd", Usage: "zstd or none"},
+		&cli.StringFlag{Name: "compression", Value: def.Compression, Usage: "zstd or none"},
 		&cli.StringSliceFlag{Name: "encrypt-to", Usage: "age recipient (or file of them) to encrypt backups to; repeatable"},
 		&cli.StringFlag{Name: "compact-schedule", Value: d.compactSchedule, Usage: "cron schedule of compactions (never past the newest backup)"},
 		&cli.Int64Flag{Name: "compact-keep-revisions", Value: d.compactKeepRevisions, Usage: "compaction policy: keep this many revisions"},
@@ -47,14 +48,14 @@ func schedulerFlags(d schedulerDefaults) []cli.Flag {
 		&cli.StringFlag{Name: "defrag-schedule", Value: d.defragSchedule, Usage: "cron schedule of rolling defrags"},
 		&cli.StringFlag{Name: "defrag-rule", Value: d.defragRule, Usage: "defragment a member only when this holds (see etcdkit defrag --help)"},
 		&cli.BoolFlag{Name: "auto-recover-nospace", Value: d.autoRecover, Usage: "watch the alarms and recover from NOSPACE by itself"},
-		&cli.DurationFlag{Name: "alarm-check-interval", Value: 10 * time.Second, Usage: "how often the alarms and member sizes are read"},
-		&cli.StringFlag{Name: "metrics-addr", Value: "127.0.0.1:9479", Usage: "address of /metrics, /healthz, /readyz and /status; empty: none"},
+		&cli.DurationFlag{Name: "alarm-check-interval", Value: def.AlarmCheckEvery, Usage: "how often the alarms and member sizes are read"},
+		&cli.StringFlag{Name: "metrics-addr", Value: def.MetricsAddr, Usage: "address of /metrics, /healthz, /readyz and /status; empty: none"},
 		&cli.StringFlag{Name: "name", Usage: "this instance's name in the election (default: hostname-pid)"},
-		&cli.StringFlag{Name: "election-prefix", Value: "__etcdkit/scheduler-election", Usage: "the election's key prefix"},
-		&cli.IntFlag{Name: "session-ttl", Value: 5, Usage: "seconds before a dead active instance is replaced"},
-		&cli.IntFlag{Name: "retries", Value: 2, Usage: "retries of a failed job"},
-		&cli.DurationFlag{Name: "retry-backoff", Value: 5 * time.Second, Usage: "first retry delay (doubles)"},
-		&cli.DurationFlag{Name: "stop-grace", Value: 5 * time.Minute, Usage: "on SIGTERM, how long the running job may take before it is cancelled"},
+		&cli.StringFlag{Name: "election-prefix", Value: def.ElectionPrefix, Usage: "the election's key prefix"},
+		&cli.IntFlag{Name: "session-ttl", Value: def.SessionTTL, Usage: "seconds before a dead active instance is replaced"},
+		&cli.IntFlag{Name: "retries", Value: def.Retries, Usage: "retries of a failed job (0: none)"},
+		&cli.DurationFlag{Name: "retry-backoff", Value: def.RetryBackoff, Usage: "first retry delay (doubles)"},
+		&cli.DurationFlag{Name: "stop-grace", Value: def.StopGrace, Usage: "on SIGTERM, how long the running job may take before it is cancelled"},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 	}
 	keep := retentionFlags()
@@ -127,8 +128,8 @@ func schedulerConfig(c *cli.Context, cc cluster.Config) (scheduler.Config, error
 	if err != nil {
 		return scheduler.Config{}, err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+	level, err := logging.ParseLevel(c.String("log-level"))
+	if err != nil {
 		return scheduler.Config{}, usageError{fmt.Errorf("--log-level: %w", err)}
 	}
 	return scheduler.Config{
@@ -141,7 +142,7 @@ func schedulerConfig(c *cli.Context, cc cluster.Config) (scheduler.Config, error
 		MetricsAddr: c.String("metrics-addr"), Name: c.String("name"), ElectionPrefix: c.String("election-prefix"),
 		SessionTTL: c.Int("session-ttl"), Retries: c.Int("retries"), RetryBackoff: c.Duration("retry-backoff"),
 		StopGrace: c.Duration("stop-grace"),
-		Logger:    slog.New(slog.NewJSONHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level})),
+		Logger:    logging.New(c.App.ErrWriter, level),
 	}, nil
 }
 
@@ -214,7 +215,7 @@ func schedulerCommand() *cli.Command {
 		Subcommands: []*cli.Command{leaf(&cli.Command{
 			Name:  "status",
 			Usage: "the last job runs of a scheduler, from its --metrics-addr",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "metrics-addr", Value: "127.0.0.1:9479", EnvVars: []string{"ETCDKIT_METRICS_ADDR"}, Usage: "the scheduler's address"}},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "metrics-addr", Value: scheduler.DefaultConfig().MetricsAddr, EnvVars: []string{"ETCDKIT_METRICS_ADDR"}, Usage: "the scheduler's address"}},
 			Action: func(c *cli.Context) error {
 				resp, err := http.Get("http://" + c.String("metrics-addr") + "/status")
 				if err != nil {

@@ -71,7 +71,7 @@ func TestSchedulerFailover(t *testing.T) {
 			env = []string{"ETCDKIT_ENDPOINTS=" + ep, "ETCDKIT_REPO=" + repo, "ETCDKIT_BACKUP_SCHEDULE=@every 1s", "ETCDKIT_METRICS_ADDR=" + addr}
 		case 2: // YAML
 			cfg := filepath.Join(t.TempDir(), "scheduler.yaml")
-			os.WriteFile(cfg, []byte(fmt.Sprintf("endpoints: %s\nrepo: %s\nbackup-schedule: \"@every 1s\"\nmetrics-addr: %s\nkeep-last: 5\n", ep, repo, addr)), 0o600)
+			testetcd.WriteFile(t, cfg, []byte(fmt.Sprintf("endpoints: %s\nrepo: %s\nbackup-schedule: \"@every 1s\"\nmetrics-addr: %s\nkeep-last: 5\n", ep, repo, addr)))
 			base = append(base, "--config", cfg)
 		}
 		procs = append(procs, startCLI(t, env, base...))
@@ -112,9 +112,9 @@ func TestSchedulerFailover(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	// The new active instance takes backups.
-	r, _ := backup.Open(context.Background(), repo)
+	r := testetcd.Must(backup.Open(context.Background(), repo))(t)
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if l, _ := r.List(context.Background()); len(l) > 0 {
+		if l, err := r.List(context.Background()); err == nil && len(l) > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -141,12 +141,14 @@ func TestSchedulerFailover(t *testing.T) {
 // TestServeEndToEnd: serve with a 5-second backup schedule under write
 // load; after a few backups the newest is restored with etcdkit, a real
 // etcd starts on it, and every key written up to that backup's revision is
-// there with its value, and none written after it.
+// there with its value, and none written after it. Ctrl-C (SIGINT) then
+// stops serve with exit 0, and everything it printed is one log format
+// (slog's JSON lines, etcd's messages included) with nothing at error level.
 func TestServeEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	cport, pport := testetcd.FreePort(t), testetcd.FreePort(t)
 	curl, purl := fmt.Sprintf("http://127.0.0.1:%d", cport), fmt.Sprintf("http://127.0.0.1:%d", pport)
-	startCLI(t, nil, "serve", "--data-dir", filepath.Join(dir, "default.etcd"),
+	srv := startCLI(t, nil, "serve", "--data-dir", filepath.Join(dir, "default.etcd"),
 		"--listen-client-urls", curl, "--advertise-client-urls", curl, "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
 		"--backup-schedule", "@every 5s", "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", testetcd.FreePort(t)))
 	cli := testetcd.NewClient(t, curl)
@@ -179,9 +181,9 @@ func TestServeEndToEnd(t *testing.T) {
 	var list []backup.Manifest
 	for deadline := time.Now().Add(60 * time.Second); len(list) < 3; time.Sleep(500 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d backups after 60s", len(list))
+			t.Fatalf("%d backups after 60s (last list: %v)", len(list), err)
 		}
-		list, _ = r.List(context.Background())
+		list, err = r.List(context.Background())
 	}
 	cancel()
 	wg.Wait()
@@ -217,4 +219,47 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Fatal("no write before the backup")
 	}
 	t.Logf("%d backups; the newest at revision %d holds all %d earlier writes and none of %d later", len(list), newest.Revision, present, absent)
+
+	if err := srv.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-srv.done:
+		srv.done <- err
+		if err != nil {
+			t.Fatalf("serve after Ctrl-C: %v\n%s", err, srv.out)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop within 30s of Ctrl-C")
+	}
+	checkOneLogFormat(t, srv.out.String())
+}
+
+// checkOneLogFormat: every line is a slog JSON record (time, level, msg;
+// never zap's ts), none at error level, and etcd's own messages are among
+// them (routed, not dropped).
+func checkOneLogFormat(t *testing.T, out string) {
+	t.Helper()
+	etcdLines := 0
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not a JSON log line: %q", line)
+		}
+		_, hasTS := rec["ts"]
+		if rec["time"] == nil || rec["msg"] == nil || hasTS {
+			t.Errorf("not etcdkit's log format: %q", line)
+		}
+		switch rec["level"] {
+		case "DEBUG", "INFO", "WARN":
+		default:
+			t.Errorf("level %v on a clean run and stop: %q", rec["level"], line)
+		}
+		if rec["component"] == "etcd" {
+			etcdLines++
+		}
+	}
+	if etcdLines == 0 {
+		t.Errorf("no message of etcd's in the log:\n%s", out)
+	}
 }

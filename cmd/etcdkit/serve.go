@@ -13,8 +13,12 @@ import (
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapgrpc"
+	"google.golang.org/grpc/grpclog"
 
 	"github.com/etcdkit/etcdkit/cluster"
+	"github.com/etcdkit/etcdkit/internal/logging"
 	"github.com/etcdkit/etcdkit/scheduler"
 )
 
@@ -39,6 +43,7 @@ func serveCommand() *cli.Command {
 		&cli.StringFlag{Name: "initial-cluster-token", Value: "etcd-cluster", Usage: "initial cluster token"},
 		&cli.StringFlag{Name: "initial-cluster-state", Value: "new", Usage: "new or existing"},
 		&cli.Int64Flag{Name: "quota-backend-bytes", Usage: "backend quota (0: etcd's default, 2 GiB)"},
+		&cli.StringFlag{Name: "etcd-log-level", Value: "warn", Usage: "log the embedded etcd's messages at this level and above (debug, info, warn, error), in the same JSON lines as etcdkit's"},
 	}
 	for _, f := range etcdFlags {
 		setEnv(f, envName(f.Names()[0]))
@@ -57,29 +62,40 @@ func serveCommand() *cli.Command {
 			if err := needArgs(c, 0, "no arguments"); err != nil {
 				return err
 			}
-			cfg, err := embedConfig(c)
+			sc, err := schedulerConfig(c, cluster.Config{DialTimeout: 2 * time.Second, CommandTimeout: 10 * time.Second})
+			if err != nil {
+				return err
+			}
+			// etcd's and gRPC's messages go to the same JSON log as ours.
+			etcdLevel, err := logging.ParseLevel(c.String("etcd-log-level"))
+			if err != nil {
+				return usageError{fmt.Errorf("--etcd-log-level: %w", err)}
+			}
+			zl, bridge := logging.Zap(sc.Logger, etcdLevel, "etcd")
+			grpclog.SetLoggerV2(zapgrpc.NewLogger(zl))
+			cfg, err := embedConfig(c, zl)
 			if err != nil {
 				return usageError{err}
 			}
+			var eps []string
+			for _, u := range cfg.AdvertiseClientUrls {
+				eps = append(eps, u.String())
+			}
+			sc.Cluster.Endpoints = eps
 			e, err := embed.StartEtcd(cfg)
 			if err != nil {
 				return fmt.Errorf("start etcd: %w", err)
 			}
-			defer e.Close()
+			defer func() {
+				bridge.Stopping()
+				e.Close()
+			}()
 			select {
 			case <-e.Server.ReadyNotify():
 			case err := <-e.Err():
 				return fmt.Errorf("etcd: %w", err)
 			case <-time.After(5 * time.Minute):
 				return fmt.Errorf("etcd did not become ready in 5 minutes")
-			}
-			var eps []string
-			for _, u := range cfg.AdvertiseClientUrls {
-				eps = append(eps, u.String())
-			}
-			sc, err := schedulerConfig(c, cluster.Config{Endpoints: eps, DialTimeout: 2 * time.Second, CommandTimeout: 10 * time.Second})
-			if err != nil {
-				return err
 			}
 			if !c.IsSet("repo") {
 				abs, _ := filepath.Abs(cfg.Dir)
@@ -110,14 +126,15 @@ func serveCommand() *cli.Command {
 }
 
 // embedConfig builds the member's configuration from the flags.
-func embedConfig(c *cli.Context) (*embed.Config, error) {
+func embedConfig(c *cli.Context, lg *zap.Logger) (*embed.Config, error) {
 	cfg := embed.NewConfig()
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
 	cfg.Name = c.String("name")
 	if cfg.Name == "" {
 		cfg.Name = "default"
 	}
 	cfg.Dir = c.String("data-dir")
-	cfg.LogLevel = "warn"
+	cfg.LogLevel = c.String("etcd-log-level")
 	cfg.InitialClusterToken = c.String("initial-cluster-token")
 	cfg.ClusterState = c.String("initial-cluster-state")
 	cfg.QuotaBackendBytes = c.Int64("quota-backend-bytes")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,9 +29,8 @@ func TestVerifyCLI(t *testing.T) {
 	}
 
 	damaged := filepath.Join(t.TempDir(), "damaged.db")
-	b, _ := os.ReadFile(snap)
-	b[len(b)/2] ^= 1
-	os.WriteFile(damaged, b, 0o600)
+	testetcd.CopyFile(t, snap, damaged)
+	testetcd.FlipByte(t, damaged, -1)
 	out, errOut, code = runCLI("verify", "snapshot", damaged)
 	if code != exitCorrupt || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "CORRUPT") || !strings.Contains(out, "corrupt: [sha256 trailer]") {
 		t.Fatalf("damaged: exit %d, stderr %q, stdout %q", code, errOut, out)

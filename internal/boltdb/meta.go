@@ -121,9 +121,12 @@ func ReadMeta(f io.ReaderAt) (Meta, error) {
 
 // CheckSize refuses a db of size bytes that is shorter than the pages its
 // meta page says are in use: a truncated copy.
+// The comparison divides instead of multiplying: a page count read from a
+// damaged file can be anything up to 2^64, and pgid*pageSize would wrap.
+// After it passes, Pgid*PageSize fits in an int64 (it is at most size).
 func (m Meta) CheckSize(size int64) error {
-	if need := int64(m.Pgid) * int64(m.PageSize); size < need {
-		return fmt.Errorf("%w: %d bytes but its meta page says %d (truncated copy?)", ErrDamaged, size, need)
+	if m.PageSize == 0 || size < 0 || m.Pgid > uint64(size)/uint64(m.PageSize) {
+		return fmt.Errorf("%w: %d bytes but its meta page says %d pages of %d bytes (truncated copy?)", ErrDamaged, size, m.Pgid, m.PageSize)
 	}
 	return nil
 }

@@ -351,13 +351,13 @@ func TestScanFindsDamage(t *testing.T) {
 		}{
 			{"key order in a leaf", func() []patch {
 				// The first key's first byte becomes 0xff: above its successor.
-				b, _ := os.ReadFile(src)
+				b := testetcd.Must(os.ReadFile(src))(t)
 				pos := binary.LittleEndian.Uint32(b[elem(leaf, 0)+4:])
 				return []patch{{elem(leaf, 0) + int64(pos), []byte{0xff}}}
 			}, "is not above the previous key"},
 			{"key order across pages", func() []patch {
 				// The last key of the leaf goes above the parent's next key.
-				b, _ := os.ReadFile(src)
+				b := testetcd.Must(os.ReadFile(src))(t)
 				last := int(leaf.count) - 1
 				pos := binary.LittleEndian.Uint32(b[elem(leaf, last)+4:])
 				return []patch{{elem(leaf, last) + int64(pos), []byte{0xff}}}
@@ -383,7 +383,7 @@ func TestScanFindsDamage(t *testing.T) {
 		}
 		if freelist {
 			fl := m.Freelist
-			b, _ := os.ReadFile(src)
+			b := testetcd.Must(os.ReadFile(src))(t)
 			count := binary.LittleEndian.Uint16(b[int64(fl)*ps+10:])
 			if count == 0xFFFF || count < 2 {
 				t.Fatalf("fixture freelist has %d ids; the tests expect a short list", count)
@@ -459,14 +459,14 @@ func TestScanCallbackError(t *testing.T) {
 func TestOpenRefuses(t *testing.T) {
 	dir := t.TempDir()
 	src := fixture(t, false, 0)
-	b, _ := os.ReadFile(src)
-	m, _ := ReadMeta(bytes.NewReader(b))
+	b := testetcd.Must(os.ReadFile(src))(t)
+	m := testetcd.Must(ReadMeta(bytes.NewReader(b)))(t)
 	truncated := filepath.Join(dir, "truncated.db")
-	os.WriteFile(truncated, b[:int64(m.Pgid-1)*int64(m.PageSize)], 0o600)
+	testetcd.WriteFile(t, truncated, b[:int64(m.Pgid-1)*int64(m.PageSize)])
 	zeros := filepath.Join(dir, "zeros.db")
-	os.WriteFile(zeros, make([]byte, 1<<16), 0o600)
+	testetcd.WriteFile(t, zeros, make([]byte, 1<<16))
 	short := filepath.Join(dir, "short.db")
-	os.WriteFile(short, []byte("bolt?"), 0o600)
+	testetcd.WriteFile(t, short, []byte("bolt?"))
 
 	locked := fixture(t, false, 0)
 	db, err := bolt.Open(locked, 0o600, nil) // holds the exclusive lock, as etcd does

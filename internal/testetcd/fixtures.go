@@ -72,3 +72,47 @@ func CopyFile(t testing.TB, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// Must(call())(t) returns the call's result, failing the test if its error
+// is not nil: for calls whose result a test asserts on, so a failed call can
+// never pass as a result.
+func Must[T any](v T, err error) func(testing.TB) T {
+	return func(t testing.TB) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+// WriteFile writes a test's input file (mode 0600), failing the test if it
+// cannot.
+func WriteFile(t testing.TB, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// FlipByte inverts the lowest bit of the byte at off in path (off < 0: the
+// middle byte), in place: a one-bit damage.
+func FlipByte(t testing.TB, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if off < 0 {
+		off = Must(f.Stat())(t).Size() / 2
+	}
+	b := []byte{0}
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatalf("flip byte %d of %s: %v", off, path, err)
+	}
+	b[0] ^= 1
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatalf("flip byte %d of %s: %v", off, path, err)
+	}
+}
