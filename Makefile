@@ -10,7 +10,7 @@ VERSITYGW_VERSION := v1.8.0
 VERSITYGW     := $(ETCDKIT_CACHE)/versitygw/$(VERSITYGW_VERSION)/versitygw
 TEST_TIMEOUT  ?= 25m
 
-.PHONY: all build test etcd-bins s3-bins bench run vet fmt clean
+.PHONY: all build test etcd-bins s3-bins bench run vet fmt clean fuzz
 
 all: build
 
@@ -37,6 +37,11 @@ vet:
 
 test: etcd-bins s3-bins vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Runs every fuzz target for FUZZTIME (default 60s) each; their seed
+# corpora already run as ordinary tests in `make test`.
+fuzz:
+	scripts/fuzz.sh
 
 # Compares etcdkit with etcdutl on a >1 GB snapshot from a real etcd and
 # writes docs/bench.md.

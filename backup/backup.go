@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -61,6 +62,65 @@ type Manifest struct {
 }
 
 func (m Manifest) dir() string { return prefix + m.ID + "/" }
+
+// objectName is where a backup's data lives: backups/<id>/snapshot.db,
+// with .zst when compressed and .age when encrypted. Nothing else is.
+func (m Manifest) objectName() string {
+	name := m.dir() + "snapshot.db"
+	if m.Compression == "zstd" {
+		name += ".zst"
+	}
+	if m.Encryption == "age" {
+		name += ".age"
+	}
+	return name
+}
+
+// idPattern is the form of every backup ID: the snapshot's UTC time and a
+// random suffix.
+var idPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$`)
+
+// maxManifestBytes bounds what a manifest read may take: a real one is
+// well under 2 KiB.
+const maxManifestBytes = 1 << 20
+
+// ParseManifest reads the manifest stored at name. A repository is outside
+// input (a shared bucket, a copied directory), so everything a command
+// acts on is checked here, on every read: the ID's form and that the
+// manifest lies in its own backup's directory, the data object's name
+// (exactly objectName, so no manifest can make a delete, copy or restore
+// touch another path), the compression and encryption, sizes and hashes.
+func ParseManifest(name string, r io.Reader) (Manifest, error) {
+	var m Manifest
+	dec := json.NewDecoder(io.LimitReader(r, maxManifestBytes))
+	if err := dec.Decode(&m); err != nil {
+		return Manifest{}, fmt.Errorf("%s: %w: not a manifest: %w", name, ErrCorrupt, err)
+	}
+	bad := func(format string, args ...any) (Manifest, error) {
+		return Manifest{}, fmt.Errorf("%s: %w: %s", name, ErrCorrupt, fmt.Sprintf(format, args...))
+	}
+	isHash := func(h string) bool {
+		b, err := hex.DecodeString(h)
+		return err == nil && len(b) == sha256.Size
+	}
+	switch {
+	case !idPattern.MatchString(m.ID):
+		return bad("id %q is not a backup id (YYYYMMDDTHHMMSSZ-xxxxxx)", m.ID)
+	case name != m.dir()+manifestName:
+		return bad("manifest of backup %q is not at %s", m.ID, m.dir()+manifestName)
+	case m.Compression != "zstd" && m.Compression != "none":
+		return bad("compression %q (want zstd or none)", m.Compression)
+	case m.Encryption != "" && m.Encryption != "age":
+		return bad("encryption %q (want age or none)", m.Encryption)
+	case m.Object != m.objectName():
+		return bad("data object %q (want %s)", m.Object, m.objectName())
+	case m.Size < 0 || m.StoredSize < 0 || m.Revision < 0:
+		return bad("negative size or revision")
+	case !isHash(m.StoredSHA256) || !isHash(m.RawSHA256):
+		return bad("stored or raw sha256 is not a sha256")
+	}
+	return m, nil
+}
 
 // Before orders backups by time, then revision (never by name).
 func (m Manifest) Before(o Manifest) bool {
@@ -126,13 +186,10 @@ func (r *Repository) Create(ctx context.Context, c *cluster.Cluster, opts Create
 	var rnd [3]byte
 	rand.Read(rnd[:])
 	m := Manifest{ID: sm.Time.Format("20060102T150405Z") + "-" + hex.EncodeToString(rnd[:]), Manifest: sm, Compression: opts.Compression}
-	m.Object = m.dir() + "snapshot.db"
-	if m.Compression == "zstd" {
-		m.Object += ".zst"
-	}
 	if len(opts.Recipients) > 0 {
-		m.Encryption, m.Object = "age", m.Object+".age"
+		m.Encryption = "age"
 	}
+	m.Object = m.objectName()
 	if err := r.upload(ctx, file, &m, opts.Recipients, opts.Uploaded); err != nil {
 		return m, err
 	}
@@ -250,9 +307,9 @@ func (r *Repository) readManifest(ctx context.Context, name string) (Manifest, e
 		return Manifest{}, err
 	}
 	defer rc.Close()
-	var m Manifest
-	if err := json.NewDecoder(rc).Decode(&m); err != nil {
-		return Manifest{}, fmt.Errorf("%s in %s: %w: not a manifest: %v", name, r.Store, ErrCorrupt, err)
+	m, err := ParseManifest(name, rc)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("%s: %w", r.Store, err)
 	}
 	return m, nil
 }

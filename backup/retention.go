@@ -23,12 +23,28 @@ type Retention struct {
 	KeepWithin time.Duration
 }
 
-// ErrRetention: a prune without any rule would delete everything.
-var ErrRetention = errors.New("no retention rule")
+// ErrRetention: a prune without any rule would delete everything, and a
+// negative count or duration means nothing.
+var ErrRetention = errors.New("bad retention")
 
 // Empty reports whether no rule is set.
-func (p Retention) Empty() bool {
-	return p.KeepLast+p.KeepHourly+p.KeepDaily+p.KeepWeekly+p.KeepMonthly == 0 && p.KeepWithin == 0
+func (p Retention) Empty() bool { return p == Retention{} }
+
+// Validate refuses negative counts and durations: --keep-last -1 must not
+// read as "keep nothing" and delete backups.
+func (p Retention) Validate() error {
+	for _, r := range []struct {
+		flag string
+		n    int64
+	}{
+		{"keep-last", int64(p.KeepLast)}, {"keep-hourly", int64(p.KeepHourly)}, {"keep-daily", int64(p.KeepDaily)},
+		{"keep-weekly", int64(p.KeepWeekly)}, {"keep-monthly", int64(p.KeepMonthly)}, {"keep-within", int64(p.KeepWithin)},
+	} {
+		if r.n < 0 {
+			return fmt.Errorf("%w: --%s must not be negative", ErrRetention, r.flag)
+		}
+	}
+	return nil
 }
 
 // Decision is prune's verdict on one backup.
@@ -108,6 +124,9 @@ type PruneResult struct {
 // uploads interrupted more than grace ago. With dryRun it only reports.
 func (r *Repository) Prune(ctx context.Context, p Retention, grace time.Duration, dryRun bool) (PruneResult, error) {
 	var res PruneResult
+	if err := p.Validate(); err != nil {
+		return res, err
+	}
 	if p.Empty() {
 		return res, fmt.Errorf("%w: give at least one --keep-* flag (prune would delete every backup but the newest verified)", ErrRetention)
 	}

@@ -44,3 +44,25 @@ func TestRule(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseRule: any text is a rule or ErrRule, never a panic; and a rule
+// that parsed evaluates without error on any member's values (ParseRule
+// refuses everything that could fail later).
+func FuzzParseRule(f *testing.F) {
+	for _, s := range []string{"", "dbSizeFree > 256*1024*1024 || dbQuotaUsage > 0.8", "dbSize", "!(dbSize < 1) && dbQuota / 0 == 0", "f(x)", "1e308*10 > dbSize"} {
+		f.Add(s, 1.0, 0.5)
+	}
+	f.Fuzz(func(t *testing.T, src string, a, b float64) {
+		r, err := ParseRule(src)
+		if err != nil {
+			if !errors.Is(err, ErrRule) {
+				t.Fatalf("%q: unexpected error class: %v", src, err)
+			}
+			return
+		}
+		vars := map[string]float64{"dbSize": a, "dbSizeInUse": b, "dbSizeFree": a - b, "dbQuota": b, "dbQuotaUsage": a / b}
+		if _, err := r.Eval(vars); err != nil {
+			t.Fatalf("%q parsed but does not evaluate: %v", src, err)
+		}
+	})
+}

@@ -28,10 +28,20 @@ func openLocal(dir string) (Store, error) {
 
 func (l *local) String() string { return l.root }
 
-func (l *local) path(name string) string { return filepath.Join(l.root, filepath.FromSlash(name)) }
+// path is the file of an object; names that would leave the root are
+// refused (CheckName).
+func (l *local) path(name string) (string, error) {
+	if err := CheckName(name); err != nil {
+		return "", err
+	}
+	return filepath.Join(l.root, filepath.FromSlash(name)), nil
+}
 
 func (l *local) Put(ctx context.Context, name string, r io.Reader, size int64) error {
-	final := l.path(name)
+	final, err := l.path(name)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
 		return err
 	}
@@ -61,7 +71,11 @@ func (l *local) Put(ctx context.Context, name string, r io.Reader, size int64) e
 }
 
 func (l *local) Get(_ context.Context, name string) (io.ReadCloser, error) {
-	f, err := os.Open(l.path(name))
+	path, err := l.path(name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s in %s: %w", name, l.root, ErrNotFound)
 	}
@@ -93,7 +107,10 @@ func (l *local) List(_ context.Context, prefix string) ([]Object, error) {
 }
 
 func (l *local) Delete(_ context.Context, name string) error {
-	p := l.path(name)
+	p, err := l.path(name)
+	if err != nil {
+		return err
+	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}

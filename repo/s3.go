@@ -87,19 +87,36 @@ func (s *s3store) err(op string, err error) error {
 	return fmt.Errorf("%s: %s: %w", s.desc, op, err)
 }
 
+// key is the object key of a name; names that could leave the prefix are
+// refused (CheckName).
+func (s *s3store) key(name string) (string, error) {
+	if err := CheckName(name); err != nil {
+		return "", err
+	}
+	return s.prefix + name, nil
+}
+
 func (s *s3store) Put(ctx context.Context, name string, r io.Reader, size int64) error {
+	key, err := s.key(name)
+	if err != nil {
+		return err
+	}
 	opts := minio.PutObjectOptions{PartSize: s3PartSize, NumThreads: s3Threads, ContentType: "application/octet-stream"}
 	if size < 0 {
 		opts.ConcurrentStreamParts = true
 	}
-	if _, err := s.cli.PutObject(ctx, s.bucket, s.prefix+name, r, size, opts); err != nil {
+	if _, err := s.cli.PutObject(ctx, s.bucket, key, r, size, opts); err != nil {
 		return s.err("put "+name, err)
 	}
 	return nil
 }
 
 func (s *s3store) Get(ctx context.Context, name string) (io.ReadCloser, error) {
-	obj, err := s.cli.GetObject(ctx, s.bucket, s.prefix+name, minio.GetObjectOptions{})
+	key, err := s.key(name)
+	if err != nil {
+		return nil, err
+	}
+	obj, err := s.cli.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
 	if err != nil {
 		return nil, s.err("get "+name, err)
 	}
@@ -136,7 +153,11 @@ func (s *s3store) List(ctx context.Context, prefix string) ([]Object, error) {
 }
 
 func (s *s3store) Delete(ctx context.Context, name string) error {
-	if err := s.cli.RemoveObject(ctx, s.bucket, s.prefix+name, minio.RemoveObjectOptions{}); err != nil {
+	key, err := s.key(name)
+	if err != nil {
+		return err
+	}
+	if err := s.cli.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{}); err != nil {
 		if errors.Is(s.err("", err), ErrNotFound) {
 			return nil
 		}
@@ -159,7 +180,11 @@ func (s *s3store) Leftovers(ctx context.Context, before time.Time) ([]string, er
 }
 
 func (s *s3store) RemoveLeftover(ctx context.Context, name string) error {
-	if err := s.cli.RemoveIncompleteUpload(ctx, s.bucket, s.prefix+name); err != nil {
+	key, err := s.key(name)
+	if err != nil {
+		return err
+	}
+	if err := s.cli.RemoveIncompleteUpload(ctx, s.bucket, key); err != nil {
 		return s.err("abort upload "+name, err)
 	}
 	return nil

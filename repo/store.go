@@ -54,6 +54,25 @@ var (
 	ErrURL = errors.New("bad repository URL")
 )
 
+// ErrName: an object name that is not a plain relative name inside the
+// store (absolute, or with empty, "." or ".." segments).
+var ErrName = errors.New("object name outside the repository")
+
+// CheckName refuses object names that could resolve outside a store's root
+// (a local directory) or prefix (a bucket on a server that maps keys to
+// files): every store checks every name, whatever the caller.
+func CheckName(name string) error {
+	if name == "" || strings.HasPrefix(name, "/") || strings.Contains(name, "\\") || strings.ContainsRune(name, 0) {
+		return fmt.Errorf("%w: %q", ErrName, name)
+	}
+	for _, seg := range strings.Split(name, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("%w: %q", ErrName, name)
+		}
+	}
+	return nil
+}
+
 // Location is a parsed repository URL.
 type Location struct {
 	// Dir is a local repository's directory ("" for S3).

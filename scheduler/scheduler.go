@@ -176,6 +176,9 @@ func New(cfg Config) (*Scheduler, error) {
 			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 	}
+	if err := cfg.Retention.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	if cfg.Retries < 0 {
 		return nil, fmt.Errorf("%w: --retries %d: must be 0 or more", ErrConfig, cfg.Retries)
 	}

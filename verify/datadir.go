@@ -351,18 +351,8 @@ func (r *Report) checkAgreement(dir string, facts dbFacts, wf walFacts, snaps []
 
 	members := map[uint64]bool{}
 	if usable != nil {
-		err := boltdb.Guard(func() error {
-			st := v2store.New(etcdserver.StoreClusterPrefix, etcdserver.StoreKeysPrefix)
-			if err := st.Recovery(usable.snap.GetData()); err != nil {
-				return err
-			}
-			ms, _ := membership.MembersFromStore(zap.NewNop(), st)
-			for id := range ms {
-				members[uint64(id)] = true
-			}
-			return nil
-		})
-		if err != nil {
+		var err error
+		if members, err = snapMembers(usable.snap); err != nil {
 			c.add(-1, usable.name, "membership in the .snap file does not decode: %v", err)
 			return
 		}
@@ -384,6 +374,25 @@ func (r *Report) checkAgreement(dir string, facts dbFacts, wf walFacts, snaps []
 	if wf.nodeID != 0 && !facts.members[wf.nodeID] {
 		c.add(-1, "members", "this member (%x, from the WAL) is not in the db's members", wf.nodeID)
 	}
+}
+
+// snapMembers decodes the member IDs in a .snap file's v2 store, with
+// etcd's own store and membership code (under a panic guard: the file is
+// outside input).
+func snapMembers(s *raftpb.Snapshot) (map[uint64]bool, error) {
+	members := map[uint64]bool{}
+	err := boltdb.Guard(func() error {
+		st := v2store.New(etcdserver.StoreClusterPrefix, etcdserver.StoreKeysPrefix)
+		if err := st.Recovery(s.GetData()); err != nil {
+			return err
+		}
+		ms, _ := membership.MembersFromStore(zap.NewNop(), st)
+		for id := range ms {
+			members[uint64(id)] = true
+		}
+		return nil
+	})
+	return members, err
 }
 
 func diffIDs(want, got map[uint64]bool) (missing, extra []string) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/etcdkit/etcdkit/backup"
 	"github.com/etcdkit/etcdkit/cluster"
+	"github.com/etcdkit/etcdkit/internal/fsutil"
 )
 
 var flagRepo = &cli.StringFlag{Name: "repo", Required: true, EnvVars: []string{"ETCDKIT_REPO"},
@@ -52,18 +54,29 @@ func openRepoToRead(c *cli.Context) (*backup.Repository, []age.Identity, error) 
 	return r, ids, err
 }
 
-// identities reads the --identity file, if given.
+// maxKeyFile bounds an identity or recipients file: real ones hold a few
+// lines.
+const maxKeyFile = 1 << 20
+
+// identities reads the --identity file, if given. Like ssh with its keys,
+// a file others can read is refused.
 func identities(c *cli.Context) ([]age.Identity, error) {
 	p := c.String("identity")
 	if p == "" {
 		return nil, nil
 	}
-	f, err := os.Open(p)
+	fi, err := os.Stat(p)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	ids, err := age.ParseIdentities(f)
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, usageError{fmt.Errorf("--identity %s: readable by others (mode %04o); a secret key must be private: chmod 600 %s", p, fi.Mode().Perm(), p)}
+	}
+	b, err := fsutil.ReadSmall(p, maxKeyFile)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--identity: %w", err)}
+	}
+	ids, err := age.ParseIdentities(bytes.NewReader(b))
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--identity %s: %w", p, err)}
 	}
@@ -75,7 +88,11 @@ func recipients(values []string) ([]age.Recipient, error) {
 	var out []age.Recipient
 	for _, v := range values {
 		text := v
-		if b, err := os.ReadFile(v); err == nil {
+		if _, err := os.Stat(v); err == nil {
+			b, err := fsutil.ReadSmall(v, maxKeyFile)
+			if err != nil {
+				return nil, usageError{fmt.Errorf("--encrypt-to: %w", err)}
+			}
 			text = string(b)
 		}
 		rs, err := age.ParseRecipients(strings.NewReader(text))

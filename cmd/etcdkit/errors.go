@@ -30,7 +30,7 @@ var errorCodes = []struct {
 	{exitUnavailable, []error{cluster.ErrUnreachable, snapshot.ErrNoMember, defrag.ErrUnhealthy, alarm.ErrStillFull}},
 	{exitMismatch, []error{etcdfmt.ErrTrailer}},
 	{exitCorrupt, []error{backup.ErrCorrupt}},
-	{exitInput, []error{backup.ErrIdentity, backup.ErrNoBackup, repo.ErrNotFound, repo.ErrURL, repo.ErrAccess}},
+	{exitInput, []error{backup.ErrIdentity, backup.ErrNoBackup, repo.ErrNotFound, repo.ErrURL, repo.ErrAccess, repo.ErrName, fsutil.ErrTooLarge}},
 	{exitUsage, []error{backup.ErrRetention, scheduler.ErrConfig}},
 	{exitCorrupt, []error{snapshot.ErrIntegrity, boltdb.ErrDamaged, etcdfmt.ErrBadRevKey}},
 	{exitInput, []error{fs.ErrNotExist, boltdb.ErrNotBolt, compact.ErrNoClock, restore.ErrNoTrailer, restore.ErrNotEtcd, hashkv.ErrCompacted, hashkv.ErrFutureRev}},

@@ -114,6 +114,19 @@ func fromConfigFile(flags []cli.Flag) []cli.Flag {
 	return out
 }
 
+// loadConfigFile is the Before of commands with a --config file: a file
+// that does not parse, or holds a value of the wrong type for its key, is a
+// bad configuration (exit 2), named in one line.
+func loadConfigFile(flags []cli.Flag) cli.BeforeFunc {
+	load := altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config"))
+	return func(c *cli.Context) error {
+		if err := load(c); err != nil {
+			return usageError{fmt.Errorf("--config %s: %w", c.String("config"), err)}
+		}
+		return nil
+	}
+}
+
 // connectionFlagsWithEnv are the connection flags, also read from ETCDKIT_*.
 func connectionFlagsWithEnv() []cli.Flag {
 	flags := connectionFlags()
@@ -196,7 +209,7 @@ func schedulerCommand() *cli.Command {
 		Description: "Every flag is also an ETCDKIT_* variable (ETCDKIT_BACKUP_SCHEDULE, ...) and a key of the --config\n" +
 			"YAML file. JSON logs on stderr; Prometheus metrics, /healthz, /readyz and /status on --metrics-addr.",
 		Flags:        flags,
-		Before:       altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
+		Before:       loadConfigFile(flags),
 		OnUsageError: quietUsageError,
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, "no arguments"); err != nil {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"github.com/urfave/cli/v2/altsrc"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapgrpc"
@@ -56,7 +55,7 @@ func serveCommand() *cli.Command {
 			"compact every 5 minutes keeping 10000 revisions, defragment daily when 64 MiB are free and\n" +
 			"recover from NOSPACE by themselves.",
 		Flags:        flags,
-		Before:       altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
+		Before:       loadConfigFile(flags),
 		OnUsageError: quietUsageError,
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, "no arguments"); err != nil {

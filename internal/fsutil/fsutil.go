@@ -7,6 +7,7 @@ package fsutil
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,4 +104,31 @@ func WriteFileSynced(path string, data []byte, perm os.FileMode) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return RenameSynced(tmp, path)
+}
+
+// ErrTooLarge: a file that should be small (a key, a recipients list) is
+// not, or is not a regular file (a device, a pipe).
+var ErrTooLarge = errors.New("not a small regular file")
+
+// ReadSmall reads a regular file of at most max bytes. It refuses devices
+// and pipes (/dev/zero would never end) and larger files, so a path from a
+// flag or a configuration file cannot make a command hang or fill memory.
+func ReadSmall(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > max {
+		return nil, fmt.Errorf("%s: %w (%s, %d bytes; at most %d)", path, ErrTooLarge, fi.Mode().Type(), fi.Size(), max)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err == nil && int64(len(b)) > max {
+		err = fmt.Errorf("%s: %w (grew past %d bytes)", path, ErrTooLarge, max)
+	}
+	return b, err
 }

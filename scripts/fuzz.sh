@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every native Go fuzz target for FUZZTIME each (default 60s) and
+# prints a table of executions. Seeds under each package's testdata/fuzz
+# also run as ordinary tests in `make test`. A failing input is written by
+# Go to testdata/fuzz/<Target>/ and this script exits non-zero.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fuzztime=${FUZZTIME:-60s}
+targets=(
+  internal/boltdb:FuzzScan
+  internal/etcdfmt:FuzzWALReader
+  internal/etcdfmt:FuzzTrailerWriter
+  verify:FuzzSnapFile
+  backup:FuzzParseManifest
+  backup:FuzzDecide
+  defrag:FuzzParseRule
+  repo:FuzzParseURL
+  cmd/etcdkit:FuzzSchedulerConfig
+)
+summary=()
+status=0
+for t in "${targets[@]}"; do
+  pkg=${t%%:*} fn=${t##*:}
+  log=$(mktemp)
+  echo "== $fn (./$pkg, $fuzztime)"
+  # Minimizing a large new input takes 60s by default; keep it short so
+  # the time goes to new inputs.
+  if go test -run '^$' -fuzz "^$fn\$" -fuzztime "$fuzztime" -fuzzminimizetime 5s "./$pkg" >"$log" 2>&1; then
+    result=ok
+  else
+    result=FAILED status=1
+    cat "$log"
+  fi
+  execs=$(grep -o 'execs: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
+  summary+=("$(printf '%-22s %-18s %12s  %s' "$fn" "$pkg" "${execs:-0}" "$result")")
+  rm -f "$log"
+done
+printf '%-22s %-18s %12s  %s\n' target package execs result
+printf '%s\n' "${summary[@]}"
+exit $status
