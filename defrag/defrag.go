@@ -21,6 +21,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
 )
 
@@ -73,7 +74,13 @@ func Defrag(ctx context.Context, path string, opts Options) (res Result, err err
 	if err != nil {
 		return res, err
 	}
-	src, err := boltdb.OpenReadOnly(path, opts.LockTimeout)
+	src, err := boltdb.OpenReadOnly(path, opts.LockTimeout, nil)
+	if err == nil {
+		if err = etcdfmt.CheckBuckets(src.Buckets); err != nil {
+			src.Close()
+			err = fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	if err != nil {
 		return res, err
 	}
@@ -101,6 +108,11 @@ func Defrag(ctx context.Context, path string, opts Options) (res Result, err err
 	if err != nil {
 		return res, err
 	}
+	created, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, fi.Mode().Perm())
+	if err != nil {
+		return res, err
+	}
+	created.Close()
 	defer func() {
 		if err != nil {
 			os.Remove(tmp)

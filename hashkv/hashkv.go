@@ -53,11 +53,14 @@ func Compute(path string, rev int64, lockTimeout time.Duration) (Result, error) 
 	if rev < 0 {
 		return Result{}, fmt.Errorf("revision %d: must not be negative", rev)
 	}
-	db, err := boltdb.OpenReadOnly(path, lockTimeout)
+	db, err := boltdb.OpenReadOnly(path, lockTimeout, nil)
 	if err != nil {
 		return Result{}, err
 	}
 	defer db.Close()
+	if err := etcdfmt.CheckBuckets(db.Buckets); err != nil {
+		return Result{}, fmt.Errorf("%s: %w", path, err)
+	}
 	tx, err := db.Begin(false)
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", path, err)
@@ -187,6 +190,9 @@ func forEachUpTo(db *boltdb.DB, b *bolt.Bucket, rev int64, fn func(r etcdfmt.Rev
 		}
 		if r.Main > rev {
 			return nil
+		}
+		if v == nil {
+			return fmt.Errorf("%w: key bucket revision %d_%d is a bucket", etcdfmt.ErrSchema, r.Main, r.Sub)
 		}
 		db.Touched(len(k) + len(v))
 		if err := fn(r, tomb, k, v); err != nil {

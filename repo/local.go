@@ -15,7 +15,7 @@ import (
 )
 
 // partMarker marks a local object still being written.
-const partMarker = ".etcdkit-part-"
+const partMarker = fsutil.PartMarker
 
 type local struct{ root string }
 

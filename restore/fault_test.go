@@ -116,6 +116,14 @@ func TestRestoreRefuses(t *testing.T) {
 		}, restore.ErrTargetExists, "wal dir"},
 		{"name not in cluster", func(t *testing.T, s *setup) { s.cfg.Name = "other" }, restore.ErrConfig, "other"},
 		{"bump without mark-compacted", func(t *testing.T, s *setup) { s.cfg.BumpRevision = 5 }, restore.ErrConfig, "--mark-compacted"},
+		{"member name that climbs out of the output dir", func(t *testing.T, s *setup) {
+			s.cfg.OutputDir = filepath.Join(s.dir, "all")
+			s.cfg.InitialCluster = "../../evil=http://127.0.0.1:1,b=http://127.0.0.1:2"
+		}, restore.ErrConfig, "cannot name a data dir"},
+		{"member name with a slash", func(t *testing.T, s *setup) {
+			s.cfg.OutputDir = filepath.Join(s.dir, "all")
+			s.cfg.InitialCluster = "a/b=http://127.0.0.1:1"
+		}, restore.ErrConfig, "cannot name a data dir"},
 		{"duplicate peer url", func(t *testing.T, s *setup) {
 			s.cfg.OutputDir = filepath.Join(s.dir, "all")
 			s.cfg.InitialCluster = "a=http://127.0.0.1:1,b=http://127.0.0.1:1"
@@ -140,6 +148,52 @@ func TestRestoreRefuses(t *testing.T) {
 			}
 			if _, err := os.Stat(s.snap); err == nil && testetcd.FileSum(t, s.snap) != sum {
 				t.Error("the input changed")
+			}
+		})
+	}
+}
+
+// TestRestoreIntoExistingAndLongNames: an existing empty data dir (the
+// /var/lib/etcd mount point of the runbook) is restored into, as etcdutl
+// does, and so are data dirs whose names are close to the 255-byte limit,
+// where a temporary sibling's name must be cut to fit.
+func TestRestoreIntoExistingAndLongNames(t *testing.T) {
+	src := faultSource(t)
+	for _, tc := range []struct {
+		name     string
+		dataDir  func(dir string) string
+		preexist bool
+	}{
+		{"existing empty data dir", func(dir string) string { return filepath.Join(dir, "var-lib-etcd") }, true},
+		{"233-byte name", func(dir string) string { return filepath.Join(dir, strings.Repeat("d", 233)) }, false},
+		{"255-byte name", func(dir string) string { return filepath.Join(dir, strings.Repeat("n", 255)) }, false},
+		{"255-byte name, existing", func(dir string) string { return filepath.Join(dir, strings.Repeat("e", 255)) }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := singleConfig(dir)
+			cfg.DataDir = tc.dataDir(dir)
+			if tc.preexist {
+				if err := os.Mkdir(cfg.DataDir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res, err := restore.Restore(context.Background(), cfg, src.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := snapshot.ReadStatus(filepath.Join(cfg.DataDir, "member", "snap", "db"), time.Second)
+			if err != nil || st.Revision != res.Revision {
+				t.Fatalf("restored db: %+v %v, want revision %d", st, err, res.Revision)
+			}
+			names := testetcd.DirNames(t, dir)
+			for _, n := range names {
+				if strings.Contains(n, "etcdkit-restore") {
+					t.Fatalf("temporary left: %v", names)
+				}
+			}
+			if entries := testetcd.Must(os.ReadDir(cfg.DataDir))(t); len(entries) != 1 || entries[0].Name() != "member" {
+				t.Fatalf("data dir holds %v, want only member", entries)
 			}
 		})
 	}

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/etcd/server/v3/config"
@@ -26,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
 )
 
@@ -53,7 +55,7 @@ var (
 	// ErrNoSpace: the target file system has too little free space.
 	ErrNoSpace = fsutil.ErrNoSpace
 	// ErrNotEtcd: a bolt file without etcd's buckets.
-	ErrNotEtcd = errors.New("not an etcd db")
+	ErrNotEtcd = etcdfmt.ErrNotEtcd
 	// ErrConfig: the cluster flags are inconsistent.
 	ErrConfig = errors.New("bad restore configuration")
 )
@@ -102,25 +104,45 @@ type Result struct {
 	SHA256 string `json:"sha256,omitempty"`
 }
 
-// target is one member's data dir being built.
+// target is one member's data dir being built. A new data dir is built as
+// a hidden sibling and renamed into place; in an existing empty data dir
+// (a mount point such as /var/lib/etcd, which cannot be replaced) its
+// member directory is built as a hidden entry and renamed to member.
 type target struct {
 	member     *membership.Member
 	dataDir    string // final names
 	walDir     string // "" when inside dataDir
-	tmpData    string // temporary siblings
+	tmpData    string // temporary name of root()
 	tmpWAL     string
 	db         *os.File
 	committed  bool
 	dataExists bool // dataDir exists (and is empty)
 }
 
-func (t *target) dbPath() string  { return filepath.Join(t.tmpData, "member", "snap", "db") }
-func (t *target) snapDir() string { return filepath.Join(t.tmpData, "member", "snap") }
+// root is what the commit renames into place: the data dir, or its member
+// directory when the data dir already exists.
+func (t *target) root() string {
+	if t.dataExists {
+		return filepath.Join(t.dataDir, "member")
+	}
+	return t.dataDir
+}
+
+// memberDir is the temporary member directory.
+func (t *target) memberDir() string {
+	if t.dataExists {
+		return t.tmpData
+	}
+	return filepath.Join(t.tmpData, "member")
+}
+
+func (t *target) dbPath() string  { return filepath.Join(t.memberDir(), "snap", "db") }
+func (t *target) snapDir() string { return filepath.Join(t.memberDir(), "snap") }
 func (t *target) walPath() string {
 	if t.walDir != "" {
 		return t.tmpWAL
 	}
-	return filepath.Join(t.tmpData, "member", "wal")
+	return filepath.Join(t.memberDir(), "wal")
 }
 
 // phaseHook is called as a restore passes each step; tests use it to kill
@@ -148,14 +170,41 @@ func Restore(ctx context.Context, cfg Config, path string) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", path, err)
 	}
+	// bbolt edits the copies: it must only see pages the scanner passed.
+	// The source is checked before anything is written.
+	if err := checkDB(path, path); err != nil {
+		return Result{}, err
+	}
 	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
-	return RestoreFrom(ctx, cfg, f, path, fi.Size())
+	return restoreFrom(ctx, cfg, f, path, fi.Size(), true)
 }
 
 // RestoreFrom restores a snapshot read from r; name says where it comes
 // from in messages about the input. size is its length in bytes if known
 // (for the free-space check), else -1.
-func RestoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size int64) (res Result, err error) {
+func RestoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size int64) (Result, error) {
+	return restoreFrom(ctx, cfg, r, name, size, false)
+}
+
+// checkDB runs bolt's checks (boltdb.Check) on the db at path and refuses
+// one without etcd's buckets, naming the input as name.
+func checkDB(path, name string) error {
+	top, err := boltdb.Check(path, time.Second, nil)
+	switch {
+	case err != nil && name == path:
+		return err
+	case err != nil: // Check's errors are "<path>: <problem>"
+		return fmt.Errorf("%s: %w", name, errors.Unwrap(err))
+	}
+	if err := etcdfmt.CheckBuckets(top); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// restoreFrom is RestoreFrom; scanned says the source already passed
+// boltdb.Check, else the first copy is checked before bbolt edits it.
+func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size int64, scanned bool) (res Result, err error) {
 	lg := cfg.Logger
 	if lg == nil {
 		lg = zap.NewNop()
@@ -203,6 +252,11 @@ func RestoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 	}
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", name, err)
+	}
+	if !scanned {
+		if err := checkDB(targets[0].dbPath(), name); err != nil {
+			return res, err
+		}
 	}
 	res.DBSize = cp.Size
 	if cp.HashChecked && cp.HasTrailer {
@@ -269,6 +323,9 @@ func (cfg Config) plan(lg *zap.Logger) (*membership.RaftCluster, []*target, erro
 	var targets []*target
 	if cfg.OutputDir != "" {
 		for _, m := range cl.Members() {
+			if err := checkPathName(m.Name); err != nil {
+				return nil, nil, err
+			}
 			if err := verify(m.Name, m.PeerURLs); err != nil {
 				return nil, nil, err
 			}
@@ -281,6 +338,9 @@ func (cfg Config) plan(lg *zap.Logger) (*membership.RaftCluster, []*target, erro
 	}
 	dataDir := cfg.DataDir
 	if dataDir == "" {
+		if err := checkPathName(cfg.Name); err != nil {
+			return nil, nil, err
+		}
 		dataDir = fmt.Sprintf(defaultDirShape, cfg.Name)
 	}
 	t := &target{member: cl.MemberByName(cfg.Name), dataDir: dataDir, walDir: cfg.WALDir}
@@ -290,12 +350,26 @@ func (cfg Config) plan(lg *zap.Logger) (*membership.RaftCluster, []*target, erro
 	return cl, []*target{t}, nil
 }
 
+// checkPathName refuses a member name that cannot be one path element of
+// <name>.etcd: a name from --initial-cluster must never place a data dir
+// outside --output-dir.
+func checkPathName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return fmt.Errorf("%w: member name %q cannot name a data dir (<name>.etcd): no '/', '.', '..' or empty names", ErrConfig, name)
+	}
+	return nil
+}
+
 // prepare refuses existing targets, removes what an interrupted restore of
 // the same target left, and creates the temporary data dir and db file.
 func (t *target) prepare() error {
 	if entries, err := os.ReadDir(t.dataDir); err == nil {
-		if len(entries) > 0 {
-			return fmt.Errorf("%w: data dir %s is not empty (restore into a new directory, or remove it first)", ErrTargetExists, t.dataDir)
+		for _, e := range entries {
+			// What an interrupted restore into this dir left is not
+			// content: TempSibling removes it when its process is gone.
+			if !strings.HasPrefix(e.Name(), ".member"+tempMarker) {
+				return fmt.Errorf("%w: data dir %s is not empty (restore into a new directory, or remove it first)", ErrTargetExists, t.dataDir)
+			}
 		}
 		t.dataExists = true
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -312,7 +386,7 @@ func (t *target) prepare() error {
 		}
 	}
 	var err error
-	if t.tmpData, err = tempDir(t.dataDir); err != nil {
+	if t.tmpData, err = tempDir(t.root()); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(t.snapDir(), dirPerm); err != nil {
@@ -347,7 +421,10 @@ func tempDir(dir string) (string, error) {
 
 // syncDirs makes the entries of the temporary data dir durable.
 func (t *target) syncDirs() error {
-	dirs := []string{t.snapDir(), filepath.Join(t.tmpData, "member"), t.tmpData}
+	dirs := []string{t.snapDir(), t.memberDir()}
+	if !t.dataExists {
+		dirs = append(dirs, t.tmpData)
+	}
 	if t.walDir != "" {
 		dirs = append(dirs, t.tmpWAL)
 	}
@@ -368,7 +445,7 @@ func (t *target) commit() error {
 		}
 		phaseHook("wal-renamed")
 	}
-	if err := fsutil.RenameSynced(t.tmpData, t.dataDir); err != nil {
+	if err := fsutil.RenameSynced(t.tmpData, t.root()); err != nil {
 		return err
 	}
 	t.committed = true

@@ -156,6 +156,11 @@ func TestRestoreBoots(t *testing.T) {
 			t.Run("single", func(t *testing.T) {
 				ps, ic := peers(t, "solo")
 				dir := t.TempDir()
+				// Into an existing empty data dir, as the runbook's
+				// /var/lib/etcd: etcd boots on it below.
+				if err := os.Mkdir(filepath.Join(dir, "solo.etcd"), 0o700); err != nil {
+					t.Fatal(err)
+				}
 				res, err := restore.Restore(context.Background(), restore.Config{
 					Name: "solo", PeerURLs: []string{ps[0].peerURL()}, InitialCluster: ic,
 					InitialClusterToken: "tok", DataDir: filepath.Join(dir, "solo.etcd"),

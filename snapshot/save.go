@@ -78,8 +78,8 @@ func SaveTimeout(command time.Duration, size int64) time.Duration {
 
 // Save streams a snapshot from the member named by the only endpoint, or
 // else from the healthy member with the highest applied index, to path:
-// into path.part, checking the server's sha256 trailer on the way, fsynced
-// and renamed. The manifest is written beside it.
+// into a unique hidden sibling (.<name>.etcdkit-part-<pid>-<random>),
+// checking the server's sha256 trailer on the way, fsynced and renamed. The manifest is written beside it.
 func Save(ctx context.Context, c *cluster.Cluster, path string, opts SaveOptions) (Manifest, error) {
 	src, err := pickMember(ctx, c)
 	if err != nil {
@@ -97,8 +97,13 @@ func Save(ctx context.Context, c *cluster.Cluster, path string, opts SaveOptions
 		File: filepath.Base(path), Time: time.Now().UTC(), Endpoint: src.Endpoint, MemberID: src.ID, MemberName: src.Name,
 		EtcdVersion: src.Version, StorageVersion: src.StorageVersion,
 	}
-	part := path + ".part"
-	f, err := os.OpenFile(part, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	// A unique hidden sibling, created exclusively: two saves of the same
+	// file never write into one temporary.
+	part, err := fsutil.TempSibling(path, fsutil.PartMarker)
+	if err != nil {
+		return m, err
+	}
+	f, err := os.OpenFile(part, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return m, err
 	}
@@ -191,7 +196,7 @@ func clusterID(ctx context.Context, c *cluster.Cluster) (string, error) {
 // snapshot's own revision, which a separate read of the cluster would race
 // with writes.
 func latestRevision(path string) (int64, error) {
-	db, err := boltdb.OpenReadOnly(path, time.Second)
+	db, err := boltdb.OpenReadOnly(path, time.Second, nil)
 	if err != nil {
 		return 0, err
 	}

@@ -81,8 +81,8 @@ func TestSave(t *testing.T) {
 			if got, err := snapshot.ReadManifest(path); err != nil || got != m {
 				t.Errorf("manifest on disk %+v %v, want %+v", got, err, m)
 			}
-			if _, err := os.Stat(path + ".part"); err == nil {
-				t.Error(".part left")
+			if left := testetcd.Must(filepath.Glob(filepath.Join(filepath.Dir(path), ".*etcdkit-part*")))(t); len(left) > 0 {
+				t.Errorf("temporary files left: %v", left)
 			}
 			r, err := verify.Snapshot(path, verify.Options{})
 			if err != nil || len(r.Problems) > 0 {
@@ -123,6 +123,39 @@ func TestSaveTimeout(t *testing.T) {
 	}{{0, 35 * time.Second}, {1 << 30, 35*time.Second + 256*time.Second}, {8 << 30, 35*time.Second + 2048*time.Second}} {
 		if got := snapshot.SaveTimeout(5*time.Second, tc.size); got != tc.want {
 			t.Errorf("size %d: %v, want %v", tc.size, got, tc.want)
+		}
+	}
+}
+
+// TestSaveConcurrent: saves of the same file at the same time never share
+// a temporary file: each one succeeds, the file left is a whole snapshot
+// whose trailer matches, and no temporary remains.
+func TestSaveConcurrent(t *testing.T) {
+	m := testetcd.StartSingle(t)
+	if _, err := testetcd.Load(testetcd.Ctx(t, time.Minute), m.Client(t), testetcd.SmallSpec); err != nil {
+		t.Fatal(err)
+	}
+	c := testetcd.Must(cluster.Connect(context.Background(), cluster.Config{Endpoints: []string{m.ClientURL}}))(t)
+	defer c.Close()
+	path := filepath.Join(t.TempDir(), "snap.db")
+	for round := 0; round < 10; round++ {
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() {
+				_, err := snapshot.Save(context.Background(), c, path, snapshot.SaveOptions{})
+				errs <- err
+			}()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		if r, err := verify.Snapshot(path, verify.Options{}); err != nil || len(r.Problems) > 0 {
+			t.Fatalf("round %d: the saved file does not verify: %v %+v", round, err, r)
+		}
+		if left := testetcd.Must(filepath.Glob(filepath.Join(filepath.Dir(path), ".*etcdkit-part*")))(t); len(left) > 0 {
+			t.Fatalf("round %d: temporary files left: %v", round, left)
 		}
 	}
 }

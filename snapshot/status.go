@@ -62,6 +62,9 @@ func ReadStatusWith(path string, opts StatusOptions) (Status, error) {
 	h := newStatusHasher(&st)
 	_, err = f.Scan(h.entry)
 	st.TotalKey = h.live.close()
+	if err == nil {
+		err = etcdfmt.CheckBuckets(h.top)
+	}
 	if err != nil {
 		return Status{}, fmt.Errorf("%s: %w", path, err)
 	}
@@ -75,7 +78,8 @@ type statusHasher struct {
 	crc    hash.Hash32
 	ids    etcdfmt.KeyHasher
 	live   *liveSet
-	bucket []byte // the top-level bucket being read
+	bucket []byte   // the top-level bucket being read
+	top    []string // the top-level buckets
 }
 
 func newStatusHasher(st *Status) *statusHasher {
@@ -86,8 +90,9 @@ func (h *statusHasher) entry(e boltdb.Entry) error {
 	switch e.Depth {
 	case 0:
 		if !e.Bucket {
-			return fmt.Errorf("top-level entry %q is not a bucket", e.Key)
+			return fmt.Errorf("%w: top-level entry %q is not a bucket", etcdfmt.ErrSchema, e.Key)
 		}
+		h.top = append(h.top, string(e.Key))
 		h.crc.Write(e.Key)
 		h.bucket = append(h.bucket[:0], e.Key...)
 		return nil
@@ -104,7 +109,7 @@ func (h *statusHasher) entry(e boltdb.Entry) error {
 		}
 	case bytes.Equal(h.bucket, etcdfmt.BucketKey):
 		if e.Bucket {
-			return fmt.Errorf("bucket %q: entry %q is a bucket", h.bucket, e.Key)
+			return fmt.Errorf("%w: bucket %q: entry %q is a bucket", etcdfmt.ErrSchema, h.bucket, e.Key)
 		}
 		rev, tomb, err := etcdfmt.ParseRevKey(e.Key)
 		if err != nil {

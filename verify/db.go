@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"fmt"
 	"strconv"
 
@@ -25,24 +26,37 @@ type dbFacts struct {
 }
 
 // checkDB runs bolt's consistency checks (boltdb.File.Scan, which reads
-// with pread and reports damage instead of faulting on it) concurrently
-// with the schema walk, and adds both to r in a fixed order. An error means the db
-// could not be examined at all (locked by a running etcd).
+// with pread and reports damage instead of faulting on it), then, on a db
+// that passed them, the schema walk, and adds both to r in a fixed order.
+// An error means the db could not be examined at all (locked by a running
+// etcd).
 func (r *Report) checkDB(path string, opts Options) (dbFacts, error) {
-	db, err := boltdb.OpenReadOnly(path, opts.LockTimeout)
-	if err != nil {
-		if errors.Is(err, boltdb.ErrInUse) {
-			return dbFacts{}, err
-		}
-		c := r.check("bolt", path)
+	// OpenReadOnly runs the pread scan (bolt's checks) before bbolt maps
+	// the file: the schema walk reads only a db whose pages are sound.
+	db, err := boltdb.OpenReadOnly(path, opts.LockTimeout, opts.Progress)
+	c := r.check("bolt", path)
+	switch {
+	case errors.Is(err, boltdb.ErrInUse), errors.Is(err, fs.ErrPermission):
+		// Not examined is not damaged: locked by a running etcd, or not
+		// readable by this user.
+		return dbFacts{}, err
+	case errors.Is(err, boltdb.ErrIntegrity), errors.Is(err, boltdb.ErrDamaged):
+		c.add(-1, "", "%v", err)
+		c.done("bolt's consistency check (page structure, freelist, key order)")
+		s := r.check("schema", path)
+		s.add(-1, "", "not read: the bolt structure is damaged, and a walk of it could loop or fault")
+		s.done("not checked")
+		return dbFacts{}, nil
+	case err != nil:
 		c.add(-1, "", "cannot open the db: %v", err)
 		c.done("not checked")
 		return dbFacts{}, nil
 	}
 	defer db.Close()
-
-	checkErr := make(chan error, 1)
-	go func() { checkErr <- scanDB(path, opts) }()
+	if err := etcdfmt.CheckBuckets(db.Buckets); err != nil {
+		return dbFacts{}, err
+	}
+	c.done("bolt's consistency check (page structure, freelist, key order)")
 
 	schema := &Report{}
 	var facts dbFacts
@@ -52,12 +66,6 @@ func (r *Report) checkDB(path string, opts Options) (dbFacts, error) {
 			return nil
 		})
 	})
-
-	c := r.check("bolt", path)
-	if err := <-checkErr; err != nil {
-		c.add(-1, "", "%v", err)
-	}
-	c.done("bolt's consistency check (page structure, freelist, key order)")
 	if walkErr != nil {
 		c := r.check("schema", path)
 		c.add(-1, "", "reading the db stopped: %v", walkErr)
@@ -67,18 +75,6 @@ func (r *Report) checkDB(path string, opts Options) (dbFacts, error) {
 	r.Checks = append(r.Checks, schema.Checks...)
 	r.Problems = append(r.Problems, schema.Problems...)
 	return facts, nil
-}
-
-// scanDB reads the whole file once with bolt's consistency checks.
-func scanDB(path string, opts Options) error {
-	f, err := boltdb.Open(path, opts.LockTimeout)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	f.Progress = opts.Progress
-	_, err = f.Scan(nil)
-	return err
 }
 
 // walkSchema checks etcd's schema in one read transaction.

@@ -73,7 +73,9 @@ func flagArity(flags []cli.Flag, a string) int {
 			if n != name {
 				continue
 			}
-			if _, ok := f.(*cli.BoolFlag); ok {
+			// Boolean flags take no value, also when altsrc wraps them
+			// (scheduler, serve): ask the flag, not its type.
+			if v, ok := f.(interface{ TakesValue() bool }); ok && !v.TakesValue() {
 				return 1
 			}
 			return 2

@@ -32,6 +32,7 @@ var errorCodes = []struct {
 	{exitCorrupt, []error{backup.ErrCorrupt}},
 	{exitInput, []error{backup.ErrIdentity, backup.ErrNoBackup, repo.ErrNotFound, repo.ErrURL, repo.ErrAccess, repo.ErrName, fsutil.ErrTooLarge}},
 	{exitUsage, []error{backup.ErrRetention, scheduler.ErrConfig}},
-	{exitCorrupt, []error{snapshot.ErrIntegrity, boltdb.ErrDamaged, etcdfmt.ErrBadRevKey}},
+	{exitCorrupt, []error{snapshot.ErrIntegrity, boltdb.ErrIntegrity, boltdb.ErrDamaged, etcdfmt.ErrBadRevKey, etcdfmt.ErrSchema}},
+	{exitInput, []error{etcdfmt.ErrNotEtcd, fs.ErrPermission}},
 	{exitInput, []error{fs.ErrNotExist, boltdb.ErrNotBolt, compact.ErrNoClock, restore.ErrNoTrailer, restore.ErrNotEtcd, hashkv.ErrCompacted, hashkv.ErrFutureRev}},
 }

@@ -41,6 +41,8 @@ type DB struct {
 	*bolt.DB
 	Path string
 	Size int64 // file size in bytes, trailer included
+	// Buckets are the top-level bucket names the check found.
+	Buckets []string
 
 	baseRSS int64 // resident set when opened
 	touched atomic.Int64
@@ -48,9 +50,38 @@ type DB struct {
 	wg      sync.WaitGroup
 }
 
-// OpenReadOnly opens path read-only. It waits at most timeout for a shared
-// lock (0 waits forever) and fails with ErrInUse after that.
-func OpenReadOnly(path string, timeout time.Duration) (*DB, error) {
+// Check reads the bolt file at path once with the pread scanner and
+// returns its verdict: nil, or the error of Open or Scan (ErrNotBolt,
+// ErrDamaged, ErrIntegrity, ErrInUse). progress, when set, is told the
+// bytes read as Scan tells it.
+// It returns the names of the top-level buckets.
+func Check(path string, timeout time.Duration, progress func(done, total int64)) ([]string, error) {
+	f, err := Open(path, timeout)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	f.Progress = progress
+	var top []string
+	_, err = f.Scan(func(e Entry) error {
+		if e.Depth == 0 && e.Bucket {
+			top = append(top, string(e.Key))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return top, nil
+}
+
+// OpenReadOnly opens path read-only with bbolt, after Check passed it:
+// bbolt trusts the pages it maps, and a damaged file (a page that lists
+// itself as its child, an element outside its page) would make it loop,
+// fault, overflow its stack or run out of memory. It waits at most timeout
+// for a shared lock (0 waits forever) and fails with ErrInUse after that;
+// progress reports the check's reading.
+func OpenReadOnly(path string, timeout time.Duration, progress func(done, total int64)) (*DB, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -58,14 +89,15 @@ func OpenReadOnly(path string, timeout time.Duration) (*DB, error) {
 	if fi.IsDir() {
 		return nil, fmt.Errorf("%s: is a directory, not a db file", path)
 	}
-	if fi.Size() < 4096 {
-		return nil, fmt.Errorf("%s: %w: file is %d bytes, too small", path, ErrNotBolt, fi.Size())
+	top, err := Check(path, timeout, progress)
+	if err != nil {
+		return nil, err
 	}
 	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: timeout})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, classify(err))
 	}
-	d := &DB{DB: db, Path: path, Size: fi.Size(), stop: make(chan struct{})}
+	d := &DB{DB: db, Path: path, Size: fi.Size(), Buckets: top, stop: make(chan struct{})}
 	if err := d.checkSize(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -124,23 +125,23 @@ func ParseKeyValue(b []byte) (KeyValue, error) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return kv, fmt.Errorf("bad KeyValue: %w", protowire.ParseError(n))
+			return kv, fmt.Errorf("%w: bad KeyValue: %w", ErrSchema, protowire.ParseError(n))
 		}
 		b = b[n:]
 		switch {
 		case num == 1 && typ == protowire.BytesType:
 			v, m := protowire.ConsumeBytes(b)
 			if m < 0 {
-				return kv, fmt.Errorf("bad KeyValue key: %w", protowire.ParseError(m))
+				return kv, fmt.Errorf("%w: bad KeyValue key: %w", ErrSchema, protowire.ParseError(m))
 			}
 			kv.Key, n = v, m
 		case num >= 2 && num <= 4 || num == 6:
 			if typ != protowire.VarintType {
-				return kv, fmt.Errorf("bad KeyValue: field %d has wire type %d", num, typ)
+				return kv, fmt.Errorf("%w: bad KeyValue: field %d has wire type %d", ErrSchema, num, typ)
 			}
 			v, m := protowire.ConsumeVarint(b)
 			if m < 0 {
-				return kv, fmt.Errorf("bad KeyValue field %d: %w", num, protowire.ParseError(m))
+				return kv, fmt.Errorf("%w: bad KeyValue field %d: %w", ErrSchema, num, protowire.ParseError(m))
 			}
 			switch num {
 			case 2:
@@ -156,7 +157,7 @@ func ParseKeyValue(b []byte) (KeyValue, error) {
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
-				return kv, fmt.Errorf("bad KeyValue field %d: %w", num, protowire.ParseError(n))
+				return kv, fmt.Errorf("%w: bad KeyValue field %d: %w", ErrSchema, num, protowire.ParseError(n))
 			}
 		}
 		b = b[n:]
@@ -186,3 +187,25 @@ func ParseLeaseKey(k []byte) (int64, error) {
 
 // RequiredBuckets are the buckets every etcd 3.5+ server creates at start.
 var RequiredBuckets = [][]byte{BucketKey, BucketMeta, BucketLease, BucketAlarm, BucketCluster, BucketMembers, BucketMembersRemoved, BucketAuth, BucketAuthUsers, BucketAuthRoles}
+
+// ErrNotEtcd reports a bolt file that is not an etcd db: it lacks the key
+// or the meta bucket.
+var ErrNotEtcd = errors.New("not an etcd db")
+
+// ErrSchema reports an etcd db whose entries break etcd's schema: a
+// top-level entry that is not a bucket, a bucket where the key bucket
+// holds revisions.
+var ErrSchema = errors.New("damaged etcd schema")
+
+// CheckBuckets refuses a bolt file whose top-level buckets lack etcd's key
+// or meta bucket.
+func CheckBuckets(top []string) error {
+	have := map[string]bool{}
+	for _, b := range top {
+		have[b] = true
+	}
+	if !have[string(BucketKey)] || !have[string(BucketMeta)] {
+		return fmt.Errorf("%w: no %q or %q bucket (buckets: %s)", ErrNotEtcd, BucketKey, BucketMeta, strings.Join(top, ", "))
+	}
+	return nil
+}

@@ -5,6 +5,7 @@
 package fsutil
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -18,18 +19,28 @@ import (
 // ErrNoSpace reports a file system with too little free space.
 var ErrNoSpace = errors.New("not enough free disk space")
 
-// TempSibling returns a name next to path for building its replacement,
-// ".<base><marker><pid>", so the final rename stays on one file system and
-// an operator can tell what left it. Leftovers of the same marker whose
-// process is gone (killed mid-way) are removed first. The name itself is
-// removed if it exists; nothing is created.
+// maxNameBytes is the file-name limit of Linux file systems.
+const maxNameBytes = 255
+
+// TempSibling returns a new name next to path for building its
+// replacement, ".<base><marker><pid>-<random>", so the final rename stays
+// on one file system and an operator can tell what left it. The random
+// part makes it unique: two runs (or two goroutines) writing the same path
+// never share a temporary; callers create it exclusively (O_EXCL, Mkdir).
+// A long base is cut so the name fits the 255-byte file-name limit.
+// Leftovers of the same marker whose process is gone (killed mid-way) are
+// removed first; nothing is created.
 func TempSibling(path, marker string) (string, error) {
 	parent, base := filepath.Split(filepath.Clean(path))
 	if parent == "" {
 		parent = "."
 	}
+	const tail = 10 + 1 + 8 // pid, '-', random
+	if n := maxNameBytes - 1 - len(marker) - tail; len(base) > n {
+		base = base[:n]
+	}
 	prefix := "." + base + marker
-	stale, _ := filepath.Glob(filepath.Join(parent, prefix+"*"))
+	stale, _ := filepath.Glob(filepath.Join(parent, globEscape(prefix)+"*"))
 	for _, s := range stale {
 		var pid int
 		if _, err := fmt.Sscanf(strings.TrimPrefix(filepath.Base(s), prefix), "%d", &pid); err == nil && pid > 0 && pid != os.Getpid() {
@@ -38,11 +49,23 @@ func TempSibling(path, marker string) (string, error) {
 			}
 		}
 	}
-	tmp := filepath.Join(parent, fmt.Sprintf("%s%d", prefix, os.Getpid()))
-	if err := os.RemoveAll(tmp); err != nil {
+	var rnd [4]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
 		return "", err
 	}
-	return tmp, nil
+	return filepath.Join(parent, fmt.Sprintf("%s%d-%x", prefix, os.Getpid(), rnd)), nil
+}
+
+// globEscape quotes the characters filepath.Glob treats specially.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // SyncDir fsyncs a directory, making the names in it durable.
@@ -85,11 +108,17 @@ func Free(path string) (FreeSpace, error) {
 // MiB formats a byte count for messages.
 func MiB(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
-// WriteFileSynced writes data to path atomically: a temporary sibling,
-// fsynced, renamed over path, and the directory fsynced.
+// PartMarker marks a file still being written under a temporary name.
+const PartMarker = ".etcdkit-part-"
+
+// WriteFileSynced writes data to path atomically: a unique temporary
+// sibling, fsynced, renamed over path, and the directory fsynced.
 func WriteFileSynced(path string, data []byte, perm os.FileMode) error {
-	tmp := path + ".part"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, perm)
+	tmp, err := TempSibling(path, PartMarker)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
 	if err != nil {
 		return err
 	}
