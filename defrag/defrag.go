@@ -113,8 +113,9 @@ func Defrag(ctx context.Context, path string, opts Options) (res Result, err err
 		return res, err
 	}
 	created.Close()
+	renamed := false
 	defer func() {
-		if err != nil {
+		if !renamed { // after an error, and while a panic unwinds
 			os.Remove(tmp)
 		}
 	}()
@@ -124,6 +125,7 @@ func Defrag(ctx context.Context, path string, opts Options) (res Result, err err
 	if err = fsutil.RenameSynced(tmp, path); err != nil {
 		return res, err
 	}
+	renamed = true
 	if fi, err := os.Stat(path); err == nil {
 		res.After = fi.Size()
 	}

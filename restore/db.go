@@ -3,6 +3,7 @@ package restore
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"time"
 
@@ -81,6 +82,9 @@ func editDB(tx *bolt.Tx, cl *membership.RaftCluster, commit, term, bump uint64) 
 		}
 	}
 	if bump > 0 {
+		if bump > uint64(math.MaxInt64-latest.Main) {
+			return 0, fmt.Errorf("%w: --bump-revision %d: revision %d plus it passes the largest revision, %d", ErrConfig, bump, latest.Main, int64(math.MaxInt64))
+		}
 		latest = etcdfmt.Revision{Main: latest.Main + int64(bump)}
 		rev := latest.AppendKey(nil, false)
 		if err := keys.Put(rev, []byte{}); err != nil {

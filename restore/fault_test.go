@@ -3,9 +3,12 @@ package restore_test
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,6 +110,23 @@ func TestRestoreRefuses(t *testing.T) {
 			s.snap = damaged(t, s.dir, func(b []byte) []byte { return []byte(strings.Repeat("not a db\n", 1000)) })
 		}, boltdb.ErrNotBolt, ""},
 		{"missing file", func(t *testing.T, s *setup) { s.snap = filepath.Join(s.dir, "nope.db") }, os.ErrNotExist, ""},
+		{"freelist names a meta page, trailer valid", func(t *testing.T, s *setup) {
+			// bbolt panicked on it ("invalid freelist page: 1, page type is
+			// meta") and left the temporary dir behind.
+			s.snap = damaged(t, s.dir, func(b []byte) []byte {
+				db := b[:len(b)-32]
+				ps := int64(binary.LittleEndian.Uint32(db[16+8:]))
+				for _, off := range []int64{0, ps} {
+					m := db[off+16 : off+16+64]
+					binary.LittleEndian.PutUint64(m[32:], 1) // freelist: meta page 1
+					h := fnv.New64a()
+					h.Write(m[:56])
+					binary.LittleEndian.PutUint64(m[56:], h.Sum64())
+				}
+				sum := sha256.Sum256(db)
+				return append(db, sum[:]...)
+			})
+		}, boltdb.ErrIntegrity, "out of bounds"},
 		{"data dir not empty", func(t *testing.T, s *setup) {
 			os.MkdirAll(filepath.Join(s.cfg.DataDir, "member"), 0o700)
 		}, restore.ErrTargetExists, "not empty"},
@@ -148,6 +168,34 @@ func TestRestoreRefuses(t *testing.T) {
 			}
 			if _, err := os.Stat(s.snap); err == nil && testetcd.FileSum(t, s.snap) != sum {
 				t.Error("the input changed")
+			}
+		})
+	}
+}
+
+// TestRestorePanicCleansUp: a panic in the middle of a restore (a bug)
+// removes what the restore wrote while it unwinds, like an error does.
+func TestRestorePanicCleansUp(t *testing.T) {
+	src := faultSource(t)
+	for _, phase := range []string{"copied", "db-finished", "wal-written", "synced"} {
+		t.Run(phase, func(t *testing.T) {
+			dir := t.TempDir()
+			restore.SetPhaseHook(func(p string) {
+				if p == phase {
+					panic("injected at " + p)
+				}
+			})
+			defer restore.SetPhaseHook(func(string) {})
+			func() {
+				defer func() {
+					if r := recover(); r == nil {
+						t.Fatal("no panic")
+					}
+				}()
+				restore.Restore(context.Background(), singleConfig(dir), src.path)
+			}()
+			if left := testetcd.DirNames(t, dir); len(left) != 0 {
+				t.Fatalf("left after a panic at %s: %v", phase, left)
 			}
 		})
 	}

@@ -54,6 +54,9 @@ var (
 	ErrTargetExists = errors.New("refusing to overwrite")
 	// ErrNoSpace: the target file system has too little free space.
 	ErrNoSpace = fsutil.ErrNoSpace
+	// MaxBump bounds --bump-revision: far above any real need (the
+	// Kubernetes recipe bumps by 10^9), far below where a revision wraps.
+	MaxBump uint64 = 1 << 62
 	// ErrNotEtcd: a bolt file without etcd's buckets.
 	ErrNotEtcd = etcdfmt.ErrNotEtcd
 	// ErrConfig: the cluster flags are inconsistent.
@@ -151,6 +154,10 @@ var phaseHook = func(phase string) {}
 
 // Restore restores the snapshot file at path.
 func Restore(ctx context.Context, cfg Config, path string) (Result, error) {
+	// The flags first: a bad flag is reported before the input is read.
+	if _, _, err := cfg.plan(zap.NewNop()); err != nil {
+		return Result{}, err
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return Result{}, err
@@ -161,7 +168,7 @@ func Restore(ctx context.Context, cfg Config, path string) (Result, error) {
 		return Result{}, err
 	}
 	if fi.IsDir() {
-		return Result{}, fmt.Errorf("%s: is a directory, not a snapshot file", path)
+		return Result{}, fmt.Errorf("%s: %w: it is a directory (a snapshot is a file)", path, boltdb.ErrNotBolt)
 	}
 	m, err := boltdb.ReadMeta(f)
 	if err == nil {
@@ -213,8 +220,11 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 	if err != nil {
 		return res, err
 	}
+	// Clean up unless it succeeded: after an error, and also while a
+	// panic unwinds (the command's last line of defence reports it).
+	succeeded := false
 	defer func() {
-		if err != nil {
+		if !succeeded {
 			for _, t := range targets {
 				t.abort()
 			}
@@ -289,6 +299,7 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 		res.Members = append(res.Members, Member{Name: t.member.Name, ID: t.member.ID.String(), DataDir: t.dataDir, WALDir: t.walDir})
 	}
 	res.ClusterID = cl.ID().String()
+	succeeded = true
 	return res, nil
 }
 
@@ -297,6 +308,11 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 func (cfg Config) plan(lg *zap.Logger) (*membership.RaftCluster, []*target, error) {
 	if (cfg.BumpRevision > 0) != cfg.MarkCompacted {
 		return nil, nil, fmt.Errorf("%w: --bump-revision and --mark-compacted go together", ErrConfig)
+	}
+	// Refused before anything is written; the exact limit (the snapshot's
+	// revision plus the bump) is checked again when the db is edited.
+	if cfg.BumpRevision > MaxBump {
+		return nil, nil, fmt.Errorf("%w: --bump-revision %d: at most %d (a revision must stay below 2^63)", ErrConfig, cfg.BumpRevision, MaxBump)
 	}
 	ics, err := types.NewURLsMap(cfg.InitialCluster)
 	if err != nil {

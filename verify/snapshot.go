@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/etcdkit/etcdkit/internal/boltdb"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 )
 
@@ -34,7 +35,7 @@ func Snapshot(path string, opts Options) (*Report, error) {
 		return nil, err
 	}
 	if fi.IsDir() {
-		return nil, fmt.Errorf("%s: is a directory (use verify data-dir)", path)
+		return nil, fmt.Errorf("%s: %w: it is a directory (use verify data-dir)", path, boltdb.ErrNotBolt)
 	}
 	r := &Report{Target: path}
 	trailer := &Report{}
@@ -58,7 +59,14 @@ func Snapshot(path string, opts Options) (*Report, error) {
 func (r *Report) checkTrailer(path string, size int64) {
 	c := r.check("sha256 trailer", path)
 	if !etcdfmt.HasSnapshotTrailer(size) {
-		c.done("no trailer: a db copied from a data dir, or a truncated snapshot")
+		// A bolt file is whole pages (a multiple of 512 bytes); anything
+		// else is a snapshot cut short, even by one byte of its trailer.
+		if rest := size % 512; rest != 0 {
+			c.add(size, "", "%d bytes is neither whole pages nor pages plus the 32-byte sha256 trailer (%d bytes past the last 512-byte unit): a truncated or padded snapshot", size, rest)
+			c.done("not checked")
+			return
+		}
+		c.done("no trailer: a db copied from a data dir")
 		return
 	}
 	f, err := os.Open(path)

@@ -223,6 +223,9 @@ func TestVerifyDetects(t *testing.T) {
 		{"truncated snapshot", true, func(t *testing.T, p string) {
 			editFile(t, p, func(b []byte) []byte { return b[:len(b)/2] })
 		}, "bolt", "truncated", verify.Corrupt},
+		{"trailer missing its last byte", true, func(t *testing.T, p string) {
+			editFile(t, p, func(b []byte) []byte { return b[:len(b)-1] })
+		}, "sha256 trailer", "neither whole pages nor pages plus", verify.Corrupt},
 		{"wrong trailer", true, func(t *testing.T, p string) {
 			editFile(t, p, func(b []byte) []byte { b[len(b)-1] ^= 0xff; return b })
 		}, "sha256 trailer", "the trailer says", verify.Corrupt},

@@ -37,7 +37,7 @@ var flagTimeout = &cli.DurationFlag{
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:      "etcdkit",
 		Usage:     "backup, restore and maintenance toolkit for etcd v3",
 		Version:   version,
@@ -68,11 +68,81 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		ExitErrHandler:  func(*cli.Context, error) {},
 		HideHelpCommand: true,
 	}
+	checkNumbersFirst(app.Commands)
+	return app
+}
+
+// checkNumbersFirst makes every command refuse a negative count, size,
+// revision or duration before it acts: no flag of etcdkit means anything
+// below zero, and a negative value read as "none" deleted backups
+// (--keep-last -1). Flags, ETCDKIT_* variables and the YAML file all land
+// in the same flags, so one check covers the three.
+func checkNumbersFirst(cmds []*cli.Command) {
+	for _, cmd := range cmds {
+		checkNumbersFirst(cmd.Subcommands)
+		if cmd.Action == nil {
+			continue
+		}
+		action := cmd.Action
+		cmd.Action = func(c *cli.Context) error {
+			if err := rejectNegative(c); err != nil {
+				return err
+			}
+			beforeAction(c)
+			return action(c)
+		}
+	}
+}
+
+// beforeAction runs before every command's action (a test sets it to
+// panic, to prove the last line of defence).
+var beforeAction = func(*cli.Context) {}
+
+// rejectNegative refuses a negative value in any numeric flag of c and
+// the commands above it.
+func rejectNegative(c *cli.Context) error {
+	for _, ctx := range c.Lineage() {
+		var flags []cli.Flag
+		switch {
+		case ctx.Command != nil:
+			flags = ctx.Command.Flags
+		case ctx.App != nil:
+			flags = ctx.App.Flags
+		}
+		for _, f := range flags {
+			name := f.Names()[0]
+			negative := false
+			switch v := ctx.Value(name).(type) {
+			case int:
+				negative = v < 0
+			case int64:
+				negative = v < 0
+			case time.Duration:
+				negative = v < 0
+			case float64:
+				negative = v < 0
+			}
+			if negative {
+				return usageError{fmt.Errorf("--%s %v: must not be negative", name, ctx.Value(name))}
+			}
+		}
+	}
+	return nil
 }
 
 // run executes the app and turns its error into one line on stderr and an
 // exit code.
-func run(args []string, stdout, stderr io.Writer) int {
+func run(args []string, stdout, stderr io.Writer) (code int) {
+	// The last line of defence: a panic left anywhere in a command becomes
+	// one line and exit 1, after the command's own cleanup ran while the
+	// panic unwound (its temporary files are gone).
+	defer func() {
+		if r := recover(); r != nil {
+			msg := strings.ReplaceAll(fmt.Sprint(r), "\n", "; ")
+			fmt.Fprintf(stderr, "Error: internal error: %s (a bug in etcdkit: please report it with the command line)\n", msg)
+			code = exitError
+		}
+	}()
 	app := newApp(stdout, stderr)
 	err := app.Run(interspersed(app, args))
 	if err == nil {

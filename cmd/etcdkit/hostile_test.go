@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/urfave/cli/v2"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/etcdkit/etcdkit/internal/boltdb"
@@ -179,6 +180,56 @@ func TestUnreadableIsNotCorrupt(t *testing.T) {
 		}
 		if code != exitInput || !strings.Contains(stderr.String(), "permission denied") || strings.Contains(stdout.String()+stderr.String(), "CORRUPT") {
 			t.Errorf("%q as nobody: exit %d (want %d), stdout %q, stderr %q", args, code, exitInput, stdout.String(), stderr.String())
+		}
+	}
+}
+
+// TestNegativeNumbersRefused: a negative count, size, revision or duration
+// is a usage error (exit 2, one line naming the flag) whether it comes as
+// a flag, an ETCDKIT_* variable or a key of the YAML file, and --check
+// applies the same rule as the command.
+func TestNegativeNumbersRefused(t *testing.T) {
+	dir := t.TempDir()
+	yaml := filepath.Join(dir, "scheduler.yaml")
+	testetcd.WriteFile(t, yaml, []byte("keep-daily: -2\nkeep-last: 2\n"))
+	dead := "--endpoints=127.0.0.1:1"
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+		flag string
+	}{
+		{"prune --keep-last", nil, []string{"backup", "prune", "--repo", dir, "--keep-last", "-1"}, "keep-last"},
+		{"prune --keep-within", nil, []string{"backup", "prune", "--repo", dir, "--keep-within", "-1h"}, "keep-within"},
+		{"hashkv --rev", nil, []string{"hashkv", "--rev", "-1", dir}, "rev"},
+		{"global --timeout", nil, []string{"--timeout", "-1s", "snapshot", "status", dir}, "timeout"},
+		{"scheduler flag", nil, []string{"scheduler", "--check", dead, "--keep-last", "-1"}, "keep-last"},
+		{"scheduler variable", []string{"ETCDKIT_SESSION_TTL", "-5"}, []string{"scheduler", "--check", dead}, "session-ttl"},
+		{"scheduler YAML", nil, []string{"scheduler", "--check", dead, "--config", yaml}, "keep-daily"},
+		{"serve variable", []string{"ETCDKIT_RETRIES", "-1"}, []string{"serve", "--data-dir", filepath.Join(dir, "d")}, "retries"},
+		{"status --quota", nil, []string{"status", dead, "--quota", "-1"}, "quota"},
+		{"compact --keep-revisions", nil, []string{"compact", dead, "--keep-revisions", "-3"}, "keep-revisions"},
+		{"restore --bump-revision past 2^62", nil, []string{"snapshot", "restore", dir, "--bump-revision", "9223372036854775807", "--mark-compacted", "--data-dir", filepath.Join(dir, "r")}, "bump-revision"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for i := 0; i+1 < len(tc.env); i += 2 {
+				t.Setenv(tc.env[i], tc.env[i+1])
+			}
+			expectFailure(t, tc.args, exitUsage, "--"+tc.flag)
+		})
+	}
+}
+
+// TestPanicIsOneLine: a panic left in any command ends in one line on
+// stderr and exit 1, never a Go stack trace.
+func TestPanicIsOneLine(t *testing.T) {
+	orig := beforeAction
+	beforeAction = func(*cli.Context) { panic("boom\nsecond line") }
+	defer func() { beforeAction = orig }()
+	for _, args := range [][]string{{"snapshot", "status", "x"}, {"backup", "list", "--repo", t.TempDir()}, {"alarm", "list"}} {
+		stdout, stderr, code := runCLI(args...)
+		if code != exitError || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "internal error: boom; second line") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, stdout, stderr)
 		}
 	}
 }

@@ -87,7 +87,7 @@ func OpenReadOnly(path string, timeout time.Duration, progress func(done, total 
 		return nil, err
 	}
 	if fi.IsDir() {
-		return nil, fmt.Errorf("%s: is a directory, not a db file", path)
+		return nil, fmt.Errorf("%s: %w: it is a directory", path, ErrNotBolt)
 	}
 	top, err := Check(path, timeout, progress)
 	if err != nil {

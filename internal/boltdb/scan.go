@@ -70,7 +70,7 @@ func open(f *os.File, timeout time.Duration) (*File, error) {
 		return nil, err
 	}
 	if fi.IsDir() {
-		return nil, errors.New("is a directory, not a db file")
+		return nil, fmt.Errorf("%w: it is a directory", ErrNotBolt)
 	}
 	if fi.Size() < 4096 {
 		return nil, fmt.Errorf("%w: file is %d bytes, too small", ErrNotBolt, fi.Size())
