@@ -36,7 +36,7 @@ func List(ctx context.Context, c *cluster.Cluster) ([]Alarm, error) {
 func walk(ctx context.Context, c *cluster.Cluster, only string, fn func(*etcdserverpb.AlarmMember) error) ([]Alarm, error) {
 	resp, err := c.Client.AlarmList(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: alarm list: %v", cluster.ErrUnreachable, err)
+		return nil, fmt.Errorf("%w: alarm list: %w", cluster.ErrUnreachable, err)
 	}
 	var out []Alarm
 	for _, a := range resp.Alarms {
@@ -95,7 +95,7 @@ func RecoverNoSpace(ctx context.Context, c *cluster.Cluster, opts defrag.Rolling
 	cur, err := c.Client.Get(gctx, ProbeKey, clientv3.WithCountOnly())
 	cancel()
 	if err != nil {
-		return rec, fmt.Errorf("%w: %v", cluster.ErrUnreachable, err)
+		return rec, fmt.Errorf("%w: %w", cluster.ErrUnreachable, err)
 	}
 	res, err := compact.Compact(ctx, c, compact.Policy{Revision: cur.Header.Revision, Physical: true})
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/etcdkit/etcdkit/cluster"
+	"github.com/etcdkit/etcdkit/internal/fsutil"
 	"github.com/etcdkit/etcdkit/repo"
 	"github.com/etcdkit/etcdkit/snapshot"
 )
@@ -173,7 +174,9 @@ func (r *Repository) Create(ctx context.Context, c *cluster.Cluster, opts Create
 	if err := CheckCompression(opts.Compression); err != nil {
 		return Manifest{}, err
 	}
-	dir, err := os.MkdirTemp(opts.TempDir, "etcdkit-backup-")
+	// Staged on disk until the snapshot is checked; a run killed here
+	// leaves the directory, which the next run removes (MkdirTemp).
+	dir, err := fsutil.MkdirTemp(opts.TempDir, "etcdkit-backup-")
 	if err != nil {
 		return Manifest{}, err
 	}

@@ -251,6 +251,7 @@ type childSpec struct {
 	Endpoint string
 	Access   string
 	Secret   string
+	TempDir  string
 }
 
 func runChild(spec string) int {
@@ -272,7 +273,7 @@ func runChild(spec string) int {
 		return 1
 	}
 	paused := false
-	_, err = r.Create(ctx, c, backup.CreateOptions{Compression: "none", Uploaded: func(n int64) {
+	_, err = r.Create(ctx, c, backup.CreateOptions{Compression: "none", TempDir: cs.TempDir, Uploaded: func(n int64) {
 		if !paused && n > 1<<20 {
 			paused = true
 			fmt.Println("paused")
@@ -298,7 +299,8 @@ func TestFaults(t *testing.T) {
 
 	for _, url := range []string{local, s3.URL("backups", "killed")} {
 		t.Run("killed create "+strings.SplitN(url, "?", 2)[0], func(t *testing.T) {
-			cmd, out, stderr := testetcd.StartChild(t, childEnv, childSpec{Repo: url, Endpoint: src.m.ClientURL, Access: s3.Access, Secret: s3.Secret})
+			stage := t.TempDir()
+			cmd, out, stderr := testetcd.StartChild(t, childEnv, childSpec{Repo: url, Endpoint: src.m.ClientURL, Access: s3.Access, Secret: s3.Secret, TempDir: stage})
 			buf := make([]byte, 16)
 			if n, _ := out.Read(buf); !strings.HasPrefix(string(buf[:n]), "paused") {
 				cmd.Wait()
@@ -321,6 +323,17 @@ func TestFaults(t *testing.T) {
 			left := testetcd.Must(r.Store.Leftovers(ctx, time.Now().Add(time.Hour)))(t)
 			if len(objs)+len(left) != 0 {
 				t.Errorf("after prune (removed %v): objects %+v, leftovers %v", pr.Leftovers, objs, left)
+			}
+			// The killed run's staged snapshot stays until the next
+			// create, which removes it.
+			if n := len(testetcd.DirNames(t, stage)); n != 1 {
+				t.Fatalf("%d staging dirs after the kill, want the killed run's one", n)
+			}
+			if _, err := r.Create(ctx, src.c, backup.CreateOptions{TempDir: stage}); err != nil {
+				t.Fatal(err)
+			}
+			if left := testetcd.DirNames(t, stage); len(left) != 0 {
+				t.Errorf("staging dirs after the next create: %v", left)
 			}
 		})
 	}

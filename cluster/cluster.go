@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"strings"
 	"sync"
@@ -19,6 +20,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Config is how to reach the cluster: etcdctl's connection flags.
@@ -95,7 +98,7 @@ func Connect(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, strings.Join(cfg.Endpoints, ","), err)
+		return nil, fmt.Errorf("%w: %s: %w%s", ErrUnreachable, strings.Join(cfg.Endpoints, ","), err, cfg.tlsHint(cfg.Endpoints, err))
 	}
 	c := &Cluster{Client: cli, Endpoints: cfg.Endpoints, cfg: cfg}
 	if cfg.Discover {
@@ -122,6 +125,31 @@ func Connect(ctx context.Context, cfg Config) (*Cluster, error) {
 // Close closes the client.
 func (c *Cluster) Close() error { return c.Client.Close() }
 
+// tlsHint explains a connection failure over TLS: gRPC reports a refused
+// certificate only as a deadline, so a direct handshake with the first
+// endpoint names the reason (e.g. "x509: certificate signed by unknown
+// authority"). It returns "" when the handshake works or TLS is not used.
+func (cfg Config) tlsHint(endpoints []string, err error) string {
+	if len(endpoints) == 0 {
+		return ""
+	}
+	cc, cerr := cfg.clientConfig(endpoints[:1])
+	if cerr != nil || cc.TLS == nil || !errors.Is(err, context.DeadlineExceeded) && status.Code(err) != codes.Unavailable {
+		return ""
+	}
+	host := endpoints[0]
+	if _, rest, ok := strings.Cut(host, "://"); ok {
+		host = rest
+	}
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	conn, herr := tls.DialWithDialer(d, "tcp", host, cc.TLS.Clone())
+	if herr != nil {
+		return fmt.Sprintf(" (TLS handshake with %s: %v)", host, herr)
+	}
+	conn.Close()
+	return ""
+}
+
 // Timeout is the command timeout (default 5s, as etcdctl).
 func (c *Cluster) Timeout() time.Duration {
 	if c.cfg.CommandTimeout > 0 {
@@ -140,7 +168,7 @@ func (c *Cluster) ForEndpoint(endpoint string) (*clientv3.Client, error) {
 	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, endpoint, err)
+		return nil, fmt.Errorf("%w: %s: %w%s", ErrUnreachable, endpoint, err, c.cfg.tlsHint([]string{endpoint}, err))
 	}
 	return cli, nil
 }
@@ -151,7 +179,7 @@ func (c *Cluster) Members(ctx context.Context) ([]*etcdserverpb.Member, error) {
 	defer cancel()
 	resp, err := c.Client.MemberList(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: member list from %s: %v", ErrUnreachable, strings.Join(c.Endpoints, ","), err)
+		return nil, fmt.Errorf("%w: member list from %s: %w%s", ErrUnreachable, strings.Join(c.Endpoints, ","), err, c.cfg.tlsHint(c.Endpoints, err))
 	}
 	return resp.Members, nil
 }

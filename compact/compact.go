@@ -85,7 +85,7 @@ func Compact(ctx context.Context, c *cluster.Cluster, p Policy) (Result, error) 
 	}
 	res.CurrentRevision = samples[len(samples)-1].Revision
 	if res.PreviousCompact, err = c.CompactRevision(ctx); err != nil {
-		return res, fmt.Errorf("%w: %v", cluster.ErrUnreachable, err)
+		return res, fmt.Errorf("%w: %w", cluster.ErrUnreachable, err)
 	}
 	switch {
 	case p.Revision > 0:
@@ -155,7 +155,7 @@ func RecordClock(ctx context.Context, c *cluster.Cluster) ([]Sample, error) {
 	for attempt := 0; ; attempt++ {
 		resp, err := c.Client.Get(ctx, ClockKey)
 		if err != nil {
-			return nil, fmt.Errorf("%w: read the revision clock: %v", cluster.ErrUnreachable, err)
+			return nil, fmt.Errorf("%w: read the revision clock: %w", cluster.ErrUnreachable, err)
 		}
 		var samples []Sample
 		var modRev int64

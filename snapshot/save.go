@@ -187,7 +187,7 @@ func clusterID(ctx context.Context, c *cluster.Cluster) (string, error) {
 	defer cancel()
 	resp, err := c.Client.MemberList(ctx)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", cluster.ErrUnreachable, err)
+		return "", fmt.Errorf("%w: %w", cluster.ErrUnreachable, err)
 	}
 	return fmt.Sprintf("%x", resp.Header.ClusterId), nil
 }

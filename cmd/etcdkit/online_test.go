@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,6 +36,17 @@ func TestOnlineEnv(t *testing.T) {
 	}
 	t.Setenv("ETCDCTL_PASSWORD", "wrong")
 	expectFailure(t, []string{"health"}, exitUnavailable, "")
+	t.Setenv("ETCDCTL_PASSWORD", "pw")
+
+	// Without the CA the error names the certificate's problem, not only
+	// a deadline.
+	t.Setenv("ETCDCTL_CACERT", "")
+	expectFailure(t, []string{"alarm", "list", "--dial-timeout", "500ms", "--command-timeout", "1s"}, exitUnavailable, "x509")
+	// Skipping the check works, and says so on stderr.
+	out, errOut, code = runCLI("alarm", "list", "--insecure-skip-tls-verify")
+	if code != 0 || !strings.Contains(errOut, "Warning: --insecure-skip-tls-verify") || strings.Count(errOut, "\n") != 1 {
+		t.Fatalf("insecure: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
 }
 
 // TestOnlineCommands runs save, compact (with the backup guard), a dry-run

@@ -254,8 +254,12 @@ func schedulerCommand() *cli.Command {
 	}
 }
 
-// clusterConfig reads the connection flags.
+// clusterConfig reads the connection flags. --insecure-skip-tls-verify is
+// said out loud on stderr: the cluster's certificate is not checked.
 func clusterConfig(c *cli.Context) cluster.Config {
+	if c.Bool("insecure-skip-tls-verify") {
+		fmt.Fprintln(c.App.ErrWriter, "Warning: --insecure-skip-tls-verify: the cluster's TLS certificate is not checked, so anyone between etcdkit and the cluster can pose as it; pass --cacert instead")
+	}
 	var eps []string
 	for _, e := range strings.Split(c.String("endpoints"), ",") {
 		if e = strings.TrimSpace(e); e != "" {

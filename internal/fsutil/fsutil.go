@@ -40,7 +40,18 @@ func TempSibling(path, marker string) (string, error) {
 		base = base[:n]
 	}
 	prefix := "." + base + marker
-	stale, _ := filepath.Glob(filepath.Join(parent, globEscape(prefix)+"*"))
+	RemoveStale(parent, prefix)
+	var rnd [4]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return "", err
+	}
+	return filepath.Join(parent, fmt.Sprintf("%s%d-%x", prefix, os.Getpid(), rnd)), nil
+}
+
+// RemoveStale removes the entries of dir named prefix<pid>... whose process
+// is gone: what a run killed mid-way (kill -9) left under a temporary name.
+func RemoveStale(dir, prefix string) {
+	stale, _ := filepath.Glob(filepath.Join(dir, globEscape(prefix)+"*"))
 	for _, s := range stale {
 		var pid int
 		if _, err := fmt.Sscanf(strings.TrimPrefix(filepath.Base(s), prefix), "%d", &pid); err == nil && pid > 0 && pid != os.Getpid() {
@@ -49,11 +60,17 @@ func TempSibling(path, marker string) (string, error) {
 			}
 		}
 	}
-	var rnd [4]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return "", err
+}
+
+// MkdirTemp creates a new directory in dir (the system's temporary
+// directory for "") named prefix<pid>-<random>, after removing those of
+// processes that are gone.
+func MkdirTemp(dir, prefix string) (string, error) {
+	if dir == "" {
+		dir = os.TempDir()
 	}
-	return filepath.Join(parent, fmt.Sprintf("%s%d-%x", prefix, os.Getpid(), rnd)), nil
+	RemoveStale(dir, prefix)
+	return os.MkdirTemp(dir, fmt.Sprintf("%s%d-", prefix, os.Getpid()))
 }
 
 // globEscape quotes the characters filepath.Glob treats specially.
