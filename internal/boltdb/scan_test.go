@@ -467,6 +467,15 @@ func TestOpenRefuses(t *testing.T) {
 	testetcd.WriteFile(t, zeros, make([]byte, 1<<16))
 	short := filepath.Join(dir, "short.db")
 	testetcd.WriteFile(t, short, []byte("bolt?"))
+	// 8 KiB with valid meta checksums claiming 2^52 pages: pgid*pageSize
+	// wrapped and the scanner's bitset asked for a slice too large.
+	huge := filepath.Join(dir, "huge-pgid.db")
+	hm := m
+	hm.Pgid = 1 << 52
+	testetcd.WriteFile(t, huge, append(hm.page(0), hm.page(1)...))
+	hm.Pgid = 1<<64 - 1
+	hugest := filepath.Join(dir, "max-pgid.db")
+	testetcd.WriteFile(t, hugest, append(hm.page(0), hm.page(1)...))
 
 	locked := fixture(t, false, 0)
 	db, err := bolt.Open(locked, 0o600, nil) // holds the exclusive lock, as etcd does
@@ -484,6 +493,8 @@ func TestOpenRefuses(t *testing.T) {
 		{"zeros", zeros, ErrNotBolt},
 		{"too short", short, ErrNotBolt},
 		{"locked", locked, ErrInUse},
+		{"page count 2^52", huge, ErrDamaged},
+		{"page count 2^64-1", hugest, ErrDamaged},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := Open(tc.path, 200*time.Millisecond)
