@@ -6,8 +6,10 @@ package testetcd
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +18,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/etcdkit/etcdkit/internal/logging"
 )
 
 // FreePort returns a loopback TCP port that was free a moment ago.
@@ -37,6 +41,7 @@ type Member struct {
 	PeerURL    string
 	Etcd       *embed.Etcd
 	clusterStr string
+	stopping   func() // tells the log bridge the stop is on purpose
 }
 
 // Cluster is a set of in-process members that form one cluster.
@@ -192,6 +197,11 @@ func (m *Member) start(token, state string, opts []ClusterOption) error {
 	cfg.Name = m.Name
 	cfg.Dir = m.DataDir
 	cfg.LogLevel = "error"
+	// etcd's errors in etcdkit's log format; the ones a stop causes
+	// ("server closed") are dropped once Stop began.
+	zl, bridge := logging.Zap(logging.New(os.Stderr, slog.LevelError), slog.LevelError, "etcd "+m.Name)
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zl)
+	m.stopping = bridge.Stopping
 	cfg.InitialClusterToken = token
 	cfg.InitialCluster = m.clusterStr
 	cfg.ClusterState = state
@@ -220,6 +230,7 @@ func (m *Member) start(token, state string, opts []ClusterOption) error {
 // Stop stops the member; its data dir stays.
 func (m *Member) Stop() {
 	if m.Etcd != nil {
+		m.stopping()
 		m.Etcd.Close()
 		m.Etcd = nil
 	}
