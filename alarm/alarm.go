@@ -15,7 +15,7 @@ import (
 
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/compact"
-	"github.com/etcdkit/etcdkit/defrag"
+	"github.com/etcdkit/etcdkit/rollingdefrag"
 )
 
 // Alarm is one active alarm.
@@ -34,12 +34,12 @@ func List(ctx context.Context, c *cluster.Cluster) ([]Alarm, error) {
 // walk calls fn for each active alarm of type only ("" for all) and
 // returns those fn accepted.
 func walk(ctx context.Context, c *cluster.Cluster, only string, fn func(*etcdserverpb.AlarmMember) error) ([]Alarm, error) {
-	resp, err := c.Client.AlarmList(ctx)
+	as, err := c.Alarms(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: alarm list: %w", cluster.ErrUnreachable, err)
+		return nil, err
 	}
 	var out []Alarm
-	for _, a := range resp.Alarms {
+	for _, a := range as {
 		if only != "" && a.GetAlarm().String() != only {
 			continue
 		}
@@ -73,18 +73,18 @@ var ErrStillFull = errors.New("the cluster still refuses writes")
 
 // Recovery reports a NOSPACE recovery.
 type Recovery struct {
-	Alarms    []Alarm               `json:"alarmsBefore"`
-	Compacted int64                 `json:"compactedTo"`
-	Defrag    []defrag.MemberResult `json:"defrag"`
-	Disarmed  []Alarm               `json:"disarmed"`
-	WriteOK   bool                  `json:"writeOk"`
-	Took      time.Duration         `json:"took"`
+	Alarms    []Alarm                      `json:"alarmsBefore"`
+	Compacted int64                        `json:"compactedTo"`
+	Defrag    []rollingdefrag.MemberResult `json:"defrag"`
+	Disarmed  []Alarm                      `json:"disarmed"`
+	WriteOK   bool                         `json:"writeOk"`
+	Took      time.Duration                `json:"took"`
 }
 
 // RecoverNoSpace frees space and lifts NOSPACE: it compacts to the current
 // revision (compaction is allowed under NOSPACE), defragments every member
 // in turn, disarms the NOSPACE alarms, and proves that a write succeeds.
-func RecoverNoSpace(ctx context.Context, c *cluster.Cluster, opts defrag.RollingOptions) (Recovery, error) {
+func RecoverNoSpace(ctx context.Context, c *cluster.Cluster, opts rollingdefrag.Options) (Recovery, error) {
 	start := time.Now()
 	var rec Recovery
 	var err error
@@ -103,7 +103,7 @@ func RecoverNoSpace(ctx context.Context, c *cluster.Cluster, opts defrag.Rolling
 	}
 	rec.Compacted = res.Revision
 	opts.IgnoreAlarms, opts.Rule, opts.Compact = true, nil, false
-	if rec.Defrag, err = defrag.Rolling(ctx, c, opts); err != nil {
+	if rec.Defrag, err = rollingdefrag.Run(ctx, c, opts); err != nil {
 		return rec, fmt.Errorf("defrag: %w", err)
 	}
 	if rec.Disarmed, err = Disarm(ctx, c, etcdserverpb.AlarmType_NOSPACE.String()); err != nil {

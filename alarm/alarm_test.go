@@ -12,8 +12,8 @@ import (
 
 	"github.com/etcdkit/etcdkit/alarm"
 	"github.com/etcdkit/etcdkit/cluster"
-	"github.com/etcdkit/etcdkit/defrag"
 	"github.com/etcdkit/etcdkit/internal/testetcd"
+	"github.com/etcdkit/etcdkit/rollingdefrag"
 )
 
 // TestRecoverNoSpace fills a three-member cluster with a 4 MiB backend
@@ -46,7 +46,7 @@ func TestRecoverNoSpace(t *testing.T) {
 		}
 	}
 
-	rec, err := alarm.RecoverNoSpace(ctx, c, defrag.RollingOptions{})
+	rec, err := alarm.RecoverNoSpace(ctx, c, rollingdefrag.Options{})
 	if err != nil {
 		t.Fatalf("%v: %+v", err, rec)
 	}
@@ -54,7 +54,7 @@ func TestRecoverNoSpace(t *testing.T) {
 		t.Errorf("recovery %+v", rec)
 	}
 	for _, r := range rec.Defrag {
-		if r.Action != defrag.Defragmented || r.After >= r.Before {
+		if r.Action != rollingdefrag.Defragmented || r.After >= r.Before {
 			t.Errorf("defrag %+v", r)
 		}
 	}

@@ -357,7 +357,8 @@ func (r *Repository) Open(ctx context.Context, m Manifest, identities []age.Iden
 		d, err := age.Decrypt(stored, identities...)
 		if err != nil {
 			rc.Close()
-			if errors.Is(err, age.ErrIncorrectIdentity) || strings.Contains(err.Error(), "no identity matched") {
+			var noMatch *age.NoIdentityMatchError
+			if errors.Is(err, age.ErrIncorrectIdentity) || errors.As(err, &noMatch) {
 				return nil, fmt.Errorf("%w %s: none of the identities matches its recipients", ErrIdentity, m.ID)
 			}
 			return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, m.ID, err)

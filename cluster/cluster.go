@@ -37,8 +37,16 @@ type Config struct {
 	Discover bool
 }
 
+// errNotForLearner is the client's error for an RPC a learner refuses (etcd
+// names it only as a gRPC status; the client turns that into this value).
+var errNotForLearner = rpctypes.Error(rpctypes.ErrGRPCNotSupportedForLearner)
+
 // ErrUnreachable reports that no endpoint answered.
 var ErrUnreachable = errors.New("cluster unreachable")
+
+// ErrUnhealthy reports members that answer but are not healthy or not
+// caught up.
+var ErrUnhealthy = errors.New("cluster unhealthy")
 
 // Cluster is a connected client and the endpoints it works on.
 type Cluster struct {
@@ -150,6 +158,23 @@ func (cfg Config) tlsHint(endpoints []string, err error) string {
 	return ""
 }
 
+// Alarms lists the cluster's active alarms (every member's).
+func (c *Cluster) Alarms(ctx context.Context) ([]*etcdserverpb.AlarmMember, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout())
+	defer cancel()
+	return listAlarms(ctx, c.Client.Maintenance, strings.Join(c.Endpoints, ","))
+}
+
+// listAlarms is the one call of the AlarmList RPC, through m (the
+// cluster's client or one member's), from the endpoints eps.
+func listAlarms(ctx context.Context, m clientv3.Maintenance, eps string) ([]*etcdserverpb.AlarmMember, error) {
+	resp, err := m.AlarmList(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: alarm list from %s: %w", ErrUnreachable, eps, err)
+	}
+	return resp.Alarms, nil
+}
+
 // Timeout is the command timeout (default 5s, as etcdctl).
 func (c *Cluster) Timeout() time.Duration {
 	if c.cfg.CommandTimeout > 0 {
@@ -251,13 +276,11 @@ func (c *Cluster) Status(ctx context.Context, quota int64) []MemberStatus {
 		}
 	}
 	alarms := map[uint64][]string{}
-	actx, cancel := context.WithTimeout(ctx, c.Timeout())
-	if resp, err := c.Client.AlarmList(actx); err == nil {
-		for _, a := range resp.Alarms {
+	if as, err := c.Alarms(ctx); err == nil {
+		for _, a := range as {
 			alarms[a.GetMemberID()] = append(alarms[a.GetMemberID()], a.GetAlarm().String())
 		}
 	}
-	cancel()
 
 	out := make([]MemberStatus, len(c.Endpoints))
 	var wg sync.WaitGroup
@@ -370,7 +393,7 @@ func (c *Cluster) healthOf(ctx context.Context, ep string) Health {
 	start := time.Now()
 	_, err = cli.Get(ctx, "health")
 	alarms := cli.Maintenance
-	if err != nil && strings.Contains(err.Error(), "not supported for learner") {
+	if errors.Is(err, errNotForLearner) {
 		// A learner serves no linearizable reads (nor the alarm list); a
 		// serializable read shows it is up and applying.
 		_, err = cli.Get(ctx, "health", clientv3.WithSerializable())
@@ -381,13 +404,13 @@ func (c *Cluster) healthOf(ctx context.Context, ep string) Health {
 		h.Error = err.Error()
 		return h
 	}
-	resp, err := alarms.AlarmList(ctx)
+	as, err := listAlarms(ctx, alarms, ep)
 	if err != nil {
-		h.Error = "alarm list: " + err.Error()
+		h.Error = err.Error()
 		return h
 	}
 	var active []string
-	for _, a := range resp.Alarms {
+	for _, a := range as {
 		active = append(active, fmt.Sprintf("%s on %x", a.GetAlarm(), a.GetMemberID()))
 	}
 	if len(active) > 0 {

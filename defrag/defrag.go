@@ -19,6 +19,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"go.etcd.io/etcd/server/v3/storage/datadir"
 
 	"github.com/etcdkit/etcdkit/internal/boltdb"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
@@ -64,7 +65,7 @@ type Result struct {
 }
 
 // DBPath returns the db file of a data dir.
-func DBPath(dataDir string) string { return filepath.Join(dataDir, "member", "snap", "db") }
+func DBPath(dataDir string) string { return datadir.ToBackendFileName(dataDir) }
 
 // Defrag defragments the bolt db at path in place.
 func Defrag(ctx context.Context, path string, opts Options) (res Result, err error) {

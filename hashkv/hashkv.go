@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
-	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"go.etcd.io/etcd/server/v3/storage/datadir"
 
 	"github.com/etcdkit/etcdkit/internal/boltdb"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
@@ -36,7 +36,7 @@ var (
 // member/snap/db inside an etcd data dir.
 func DBPath(path string) string {
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
-		return filepath.Join(path, "member", "snap", "db")
+		return datadir.ToBackendFileName(path)
 	}
 	return path
 }
@@ -167,14 +167,11 @@ func revisions(tx *bolt.Tx, keyB *bolt.Bucket) (compactRev, currentRev int64, er
 			}
 		}
 	}
-	if k, _ := keyB.Cursor().Last(); k != nil {
-		r, _, err := etcdfmt.ParseRevKey(k)
-		if err != nil {
-			return 0, 0, err
-		}
-		currentRev = r.Main
+	latest, err := etcdfmt.LatestRevision(keyB)
+	if err != nil {
+		return 0, 0, err
 	}
-	currentRev = max(currentRev, compactRev, scheduled)
+	currentRev = max(currentRev, latest, compactRev, scheduled)
 	compactRev = max(compactRev, scheduled)
 	return compactRev, currentRev, nil
 }

@@ -75,12 +75,11 @@ func editDB(tx *bolt.Tx, cl *membership.RaftCluster, commit, term, bump uint64) 
 		}
 	}
 
-	var latest etcdfmt.Revision
-	if k, _ := keys.Cursor().Last(); k != nil {
-		if latest, _, err = etcdfmt.ParseRevKey(k); err != nil {
-			return 0, err
-		}
+	main, err := etcdfmt.LatestRevision(keys)
+	if err != nil {
+		return 0, err
 	}
+	latest := etcdfmt.Revision{Main: main}
 	if bump > 0 {
 		if bump > uint64(math.MaxInt64-latest.Main) {
 			return 0, fmt.Errorf("%w: --bump-revision %d: revision %d plus it passes the largest revision, %d", ErrConfig, bump, latest.Main, int64(math.MaxInt64))

@@ -344,7 +344,7 @@ func runChild(spec string) int {
 		return 2
 	}
 	half := false
-	cfg.Progress = func(done int64) {
+	cfg.Progress = func(done, _ int64) {
 		if !half && done >= fi.Size()/2 {
 			half = true
 			phase("half")

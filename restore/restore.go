@@ -23,6 +23,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/etcd/server/v3/config"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
+	"go.etcd.io/etcd/server/v3/storage/datadir"
+	"go.etcd.io/etcd/server/v3/storage/wal"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -82,7 +84,7 @@ type Config struct {
 
 	// Progress, when set, is called with the bytes of the snapshot read so
 	// far.
-	Progress func(done int64)
+	Progress func(done, total int64)
 	// Logger receives etcd's wal and snap packages' logs; nil is silent.
 	Logger *zap.Logger
 }
@@ -109,13 +111,15 @@ type Result struct {
 
 // target is one member's data dir being built. A new data dir is built as
 // a hidden sibling and renamed into place; in an existing empty data dir
-// (a mount point such as /var/lib/etcd, which cannot be replaced) its
-// member directory is built as a hidden entry and renamed to member.
+// (a mount point such as /var/lib/etcd, which cannot be replaced) it is
+// built in a hidden entry of it, whose member directory is renamed to
+// member. Either way the temporary has a data dir's layout (etcd's
+// storage/datadir names every path in it).
 type target struct {
 	member     *membership.Member
 	dataDir    string // final names
 	walDir     string // "" when inside dataDir
-	tmpData    string // temporary name of root()
+	tmpData    string // temporary data dir
 	tmpWAL     string
 	db         *os.File
 	committed  bool
@@ -126,26 +130,26 @@ type target struct {
 // directory when the data dir already exists.
 func (t *target) root() string {
 	if t.dataExists {
-		return filepath.Join(t.dataDir, "member")
+		return datadir.ToMemberDir(t.dataDir)
 	}
 	return t.dataDir
 }
 
-// memberDir is the temporary member directory.
-func (t *target) memberDir() string {
+// built is the temporary that becomes root().
+func (t *target) built() string {
 	if t.dataExists {
-		return t.tmpData
+		return datadir.ToMemberDir(t.tmpData)
 	}
-	return filepath.Join(t.tmpData, "member")
+	return t.tmpData
 }
 
-func (t *target) dbPath() string  { return filepath.Join(t.memberDir(), "snap", "db") }
-func (t *target) snapDir() string { return filepath.Join(t.memberDir(), "snap") }
+func (t *target) dbPath() string  { return datadir.ToBackendFileName(t.tmpData) }
+func (t *target) snapDir() string { return datadir.ToSnapDir(t.tmpData) }
 func (t *target) walPath() string {
 	if t.walDir != "" {
 		return t.tmpWAL
 	}
-	return filepath.Join(t.memberDir(), "wal")
+	return datadir.ToWalDir(t.tmpData)
 }
 
 // phaseHook is called as a restore passes each step; tests use it to kill
@@ -245,7 +249,11 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 		files[i] = t.db
 	}
 	phaseHook("copy")
-	cp, err := streamSnapshot(ctx, r, name, files, !cfg.SkipHashCheck, cfg.Progress)
+	var progress func(int64)
+	if cfg.Progress != nil {
+		progress = func(done int64) { cfg.Progress(done, size) }
+	}
+	cp, err := streamSnapshot(ctx, r, name, files, !cfg.SkipHashCheck, progress)
 	if err != nil {
 		return res, err
 	}
@@ -360,7 +368,7 @@ func (cfg Config) plan(lg *zap.Logger) (*membership.RaftCluster, []*target, erro
 		dataDir = fmt.Sprintf(defaultDirShape, cfg.Name)
 	}
 	t := &target{member: cl.MemberByName(cfg.Name), dataDir: dataDir, walDir: cfg.WALDir}
-	if t.walDir != "" && filepath.Clean(t.walDir) == filepath.Join(filepath.Clean(dataDir), "member", "wal") {
+	if t.walDir != "" && filepath.Clean(t.walDir) == datadir.ToWalDir(filepath.Clean(dataDir)) {
 		t.walDir = ""
 	}
 	return cl, []*target{t}, nil
@@ -437,10 +445,7 @@ func tempDir(dir string) (string, error) {
 
 // syncDirs makes the entries of the temporary data dir durable.
 func (t *target) syncDirs() error {
-	dirs := []string{t.snapDir(), t.memberDir()}
-	if !t.dataExists {
-		dirs = append(dirs, t.tmpData)
-	}
+	dirs := []string{t.snapDir(), datadir.ToMemberDir(t.tmpData), t.tmpData}
 	if t.walDir != "" {
 		dirs = append(dirs, t.tmpWAL)
 	}
@@ -461,8 +466,15 @@ func (t *target) commit() error {
 		}
 		phaseHook("wal-renamed")
 	}
-	if err := fsutil.RenameSynced(t.tmpData, t.root()); err != nil {
+	if err := fsutil.RenameSynced(t.built(), t.root()); err != nil {
 		return err
+	}
+	if t.dataExists {
+		// The emptied container; a crash before this leaves an empty
+		// hidden directory, which etcd ignores.
+		if err := os.Remove(t.tmpData); err != nil {
+			return err
+		}
 	}
 	t.committed = true
 	phaseHook("committed")
@@ -488,7 +500,6 @@ func (t *target) abort() {
 // checkSpace refuses to start when the target file systems cannot hold a db
 // of size bytes for every target (WAL segments are preallocated to 64 MB).
 func checkSpace(targets []*target, size int64) error {
-	const walSegment = 64 << 20
 	type fsNeed struct {
 		dir         string
 		need, avail int64
@@ -515,7 +526,7 @@ func checkSpace(targets []*target, size int64) error {
 		if err := add(t.tmpData, size); err != nil {
 			return err
 		}
-		if err := add(walFS, walSegment); err != nil {
+		if err := add(walFS, wal.SegmentSizeBytes); err != nil {
 			return err
 		}
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/etcdkit/etcdkit/alarm"
 	"github.com/etcdkit/etcdkit/backup"
 	"github.com/etcdkit/etcdkit/compact"
-	"github.com/etcdkit/etcdkit/defrag"
+	"github.com/etcdkit/etcdkit/rollingdefrag"
 )
 
 // backupJob creates a verified backup and applies the retention rules.
@@ -57,10 +57,10 @@ func (s *Scheduler) compactJob(ctx context.Context) error {
 
 // defragJob runs a rolling defrag with the configured rule.
 func (s *Scheduler) defragJob(ctx context.Context) error {
-	res, err := defrag.Rolling(ctx, s.cl, defrag.RollingOptions{Rule: s.defragRule, MoveLeader: true,
+	res, err := rollingdefrag.Run(ctx, s.cl, rollingdefrag.Options{Rule: s.defragRule, MoveLeader: true,
 		Log: func(format string, args ...any) { s.log.Info("defrag: " + fmt.Sprintf(format, args...)) }})
 	for _, r := range res {
-		if r.Action == defrag.Defragmented {
+		if r.Action == rollingdefrag.Defragmented {
 			s.log.Info("defragmented", "member", r.Name, "before", r.Before, "after", r.After, "took", r.Took.String())
 		}
 	}
@@ -72,7 +72,7 @@ func (s *Scheduler) defragJob(ctx context.Context) error {
 
 // recoverJob lifts NOSPACE.
 func (s *Scheduler) recoverJob(ctx context.Context) error {
-	rec, err := alarm.RecoverNoSpace(ctx, s.cl, defrag.RollingOptions{})
+	rec, err := alarm.RecoverNoSpace(ctx, s.cl, rollingdefrag.Options{})
 	if err != nil {
 		return fmt.Errorf("recover-nospace: %w", err)
 	}

@@ -25,8 +25,8 @@ import (
 	"github.com/etcdkit/etcdkit/backup"
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/compact"
-	"github.com/etcdkit/etcdkit/defrag"
 	"github.com/etcdkit/etcdkit/internal/logging"
+	"github.com/etcdkit/etcdkit/rollingdefrag"
 )
 
 // Config is what the scheduler does and how.
@@ -137,7 +137,7 @@ type Scheduler struct {
 	cl   *cluster.Cluster
 	repo *backup.Repository
 
-	defragRule *defrag.Rule // parsed once, in New
+	defragRule *rollingdefrag.Rule // parsed once, in New
 
 	active atomic.Bool
 	ready  atomic.Bool
@@ -182,7 +182,7 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.Retries < 0 {
 		return nil, fmt.Errorf("%w: --retries %d: must be 0 or more", ErrConfig, cfg.Retries)
 	}
-	rule, err := defrag.ParseRule(cfg.DefragRule)
+	rule, err := rollingdefrag.ParseRule(cfg.DefragRule)
 	if err != nil {
 		return nil, fmt.Errorf("%w: --defrag-rule: %w", ErrConfig, err)
 	}

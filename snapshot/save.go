@@ -208,14 +208,9 @@ func latestRevision(path string) (int64, error) {
 			if b == nil {
 				return fmt.Errorf("no %q bucket", etcdfmt.BucketKey)
 			}
-			if k, _ := b.Cursor().Last(); k != nil {
-				r, _, err := etcdfmt.ParseRevKey(k)
-				if err != nil {
-					return err
-				}
-				rev = r.Main
-			}
-			return nil
+			var err error
+			rev, err = etcdfmt.LatestRevision(b)
+			return err
 		})
 	})
 	return rev, err

@@ -16,6 +16,7 @@ import (
 	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v2store"
+	"go.etcd.io/etcd/server/v3/storage/datadir"
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
@@ -30,7 +31,7 @@ import (
 // and how they agree with each other.
 func DataDir(dir, walDir string, opts Options) (*Report, error) {
 	start := time.Now()
-	member := filepath.Join(dir, "member")
+	member := datadir.ToMemberDir(dir)
 	if fi, err := os.Stat(member); err != nil || !fi.IsDir() {
 		if err == nil {
 			err = errors.New("not a directory")
@@ -38,9 +39,9 @@ func DataDir(dir, walDir string, opts Options) (*Report, error) {
 		return nil, fmt.Errorf("%s: not an etcd data dir (no member directory): %w", dir, err)
 	}
 	if walDir == "" {
-		walDir = filepath.Join(member, "wal")
+		walDir = datadir.ToWalDir(dir)
 	}
-	snapDir := filepath.Join(member, "snap")
+	snapDir := datadir.ToSnapDir(dir)
 	r := &Report{Target: dir}
 
 	// The WAL and .snap files are read while the db is checked.

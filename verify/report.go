@@ -10,6 +10,7 @@
 package verify
 
 import (
+	"errors"
 	"fmt"
 	"time"
 )
@@ -51,6 +52,17 @@ type Report struct {
 	Problems []Problem     `json:"problems"`
 	Took     time.Duration `json:"took"`
 }
+
+// ErrCorrupt is what Corruption errors are: something the report found
+// is corrupt.
+var ErrCorrupt = errors.New("corrupt")
+
+// Corruption is the one-line verdict on a report with corrupt problems;
+// errors.Is(err, ErrCorrupt) holds for it.
+type Corruption struct{ Target, Summary string }
+
+func (c Corruption) Error() string        { return c.Target + ": " + c.Summary }
+func (c Corruption) Is(target error) bool { return target == ErrCorrupt }
 
 // Corrupt reports whether any problem is corruption (not only a repairable
 // torn WAL tail).

@@ -72,14 +72,18 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	return app
 }
 
-// checkNumbersFirst makes every command refuse a negative count, size,
-// revision or duration before it acts: no flag of etcdkit means anything
-// below zero, and a negative value read as "none" deleted backups
-// (--keep-last -1). Flags, ETCDKIT_* variables and the YAML file all land
-// in the same flags, so one check covers the three.
+// checkNumbersFirst makes every command report its flag parsing errors as
+// usage errors (exit 2), and refuse a negative count, size, revision or
+// duration before it acts: no flag of etcdkit means anything below zero,
+// and a negative value read as "none" deleted backups (--keep-last -1).
+// Flags, ETCDKIT_* variables and the YAML file all land in the same flags,
+// so one check covers the three.
 func checkNumbersFirst(cmds []*cli.Command) {
 	for _, cmd := range cmds {
 		checkNumbersFirst(cmd.Subcommands)
+		if cmd.OnUsageError == nil {
+			cmd.OnUsageError = quietUsageError
+		}
 		if cmd.Action == nil {
 			continue
 		}
@@ -144,7 +148,10 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		}
 	}()
 	app := newApp(stdout, stderr)
-	err := app.Run(interspersed(app, args))
+	args, err := interspersed(app, args)
+	if err == nil {
+		err = app.Run(args)
+	}
 	if err == nil {
 		return exitOK
 	}
@@ -158,22 +165,10 @@ type usageError struct{ error }
 
 func (e usageError) Unwrap() error { return e.error }
 
-// codedError carries an explicit exit code.
-type codedError struct {
-	error
-	code int
-}
-
-func (e codedError) Unwrap() error { return e.error }
-
 func exitCode(err error) int {
 	var ue usageError
-	var ce codedError
-	switch {
-	case errors.As(err, &ue):
+	if errors.As(err, &ue) {
 		return exitUsage
-	case errors.As(err, &ce):
-		return ce.code
 	}
 	for _, m := range errorCodes {
 		for _, target := range m.errs {
@@ -181,10 +176,6 @@ func exitCode(err error) int {
 				return m.code
 			}
 		}
-	}
-	// urfave/cli reports unknown flags and commands as plain errors.
-	if s := err.Error(); strings.HasPrefix(s, "flag provided but not defined") || strings.Contains(s, "No help topic") {
-		return exitUsage
 	}
 	return exitError
 }

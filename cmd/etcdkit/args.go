@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -10,12 +11,14 @@ import (
 // in front of them, so that `etcdkit snapshot status snap.db -w table` works
 // the way it does with etcdutl and etcdctl (cobra); urfave/cli stops parsing
 // flags at the first positional argument.
-func interspersed(app *cli.App, args []string) []string {
+func interspersed(app *cli.App, args []string) ([]string, error) {
 	if len(args) < 2 {
-		return args
+		return args, nil
 	}
 	out := []string{args[0]}
 	cmds, flags := app.Commands, app.Flags
+	var cur *cli.Command // the innermost command named so far
+	path := "etcdkit"    // its name, for messages
 	i := 1
 	// Walk global flags and the command path.
 	for i < len(args) {
@@ -33,10 +36,16 @@ func interspersed(app *cli.App, args []string) []string {
 			}
 		}
 		if next == nil {
+			// A command that only groups others takes no argument of
+			// its own: this one names a command that does not exist.
+			if len(cmds) > 0 && (cur == nil || cur.Action == nil) {
+				return nil, usageError{fmt.Errorf("%s: unknown command %q; see '%s --help'", path, a, path)}
+			}
 			break
 		}
 		out = append(out, a)
 		i++
+		cur, path = next, path+" "+next.Name
 		cmds, flags = next.Subcommands, append(append([]cli.Flag{}, flags...), next.Flags...)
 		if len(cmds) == 0 {
 			break
@@ -58,7 +67,7 @@ func interspersed(app *cli.App, args []string) []string {
 			i++
 		}
 	}
-	return append(out, pos...)
+	return append(out, pos...), nil
 }
 
 // flagArity is how many arguments the flag token a spans: 1 for a boolean

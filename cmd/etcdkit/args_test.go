@@ -36,7 +36,10 @@ func TestEveryFlagEveryPosition(t *testing.T) {
 					append(append(append([]string{"etcdkit"}, p...), tok...), "POS"),
 					append(append(append([]string{"etcdkit"}, p...), "POS"), tok...),
 				} {
-					got := interspersed(app, args)
+					got, err := interspersed(app, args)
+					if err != nil {
+						t.Fatalf("%q: %v", args, err)
+					}
 					if !slices.Equal(got, want) {
 						t.Errorf("%s: %q reordered to %q, want %q", strings.Join(p, " "), args, got, want)
 					}

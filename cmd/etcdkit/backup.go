@@ -137,7 +137,7 @@ func backupCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					bar := newLazyBar(c.App.ErrWriter, "snapshot")
+					bar := newProgress(c.App.ErrWriter, "snapshot")
 					m, err := r.Create(c.Context, cl, backup.CreateOptions{
 						Compression: c.String("compression"), Recipients: rs, Verify: c.Bool("verify"), TempDir: c.String("tmp-dir"),
 						Progress: bar.Report,

@@ -9,6 +9,7 @@ import (
 
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/defrag"
+	"github.com/etcdkit/etcdkit/rollingdefrag"
 )
 
 func defragCommand() *cli.Command {
@@ -23,7 +24,7 @@ func defragCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "data-dir", Usage: "offline: data dir of a stopped member (its member/snap/db)"},
 			&cli.StringFlag{Name: "db", Usage: "offline: a bolt db file"},
-			&cli.StringFlag{Name: "rule", Usage: "online: defragment a member only when this holds, e.g. 'dbSizeFree > 256*1024*1024 || dbQuotaUsage > 0.8' (names: " + strings.Join(defrag.RuleVars, ", ") + ")"},
+			&cli.StringFlag{Name: "rule", Usage: "online: defragment a member only when this holds, e.g. 'dbSizeFree > 256*1024*1024 || dbQuotaUsage > 0.8' (names: " + strings.Join(rollingdefrag.RuleVars, ", ") + ")"},
 			&cli.BoolFlag{Name: "compact", Usage: "online: compact to the current revision first"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "online: say what would be done, change nothing"},
 			&cli.BoolFlag{Name: "continue-on-error", Usage: "online: go on with the next member after a failure"},
@@ -44,7 +45,7 @@ func defragCommand() *cli.Command {
 			case c.IsSet("data-dir"):
 				path = defrag.DBPath(c.String("data-dir"))
 			}
-			bar := newLazyBar(c.App.ErrWriter, "defragmenting")
+			bar := newProgress(c.App.ErrWriter, "defragmenting")
 			opts := defrag.Options{LockTimeout: lockTimeout(c), Progress: bar.Report}
 			res, err := defrag.Defrag(c.Context, path, opts)
 			bar.Done()
@@ -69,12 +70,12 @@ func defragRecord(r defrag.Result) record {
 	}
 }
 
-func rollingOptions(c *cli.Context) (defrag.RollingOptions, error) {
-	rule, err := defrag.ParseRule(c.String("rule"))
+func rollingOptions(c *cli.Context) (rollingdefrag.Options, error) {
+	rule, err := rollingdefrag.ParseRule(c.String("rule"))
 	if err != nil {
-		return defrag.RollingOptions{}, usageError{err}
+		return rollingdefrag.Options{}, usageError{err}
 	}
-	return defrag.RollingOptions{
+	return rollingdefrag.Options{
 		Rule: rule, Compact: c.Bool("compact"), DryRun: c.Bool("dry-run"), ContinueOnError: c.Bool("continue-on-error"),
 		MoveLeader: c.Bool("move-leader"), MaxIndexGap: c.Uint64("max-index-gap"), ReadyTimeout: c.Duration("ready-timeout"),
 		Log: func(format string, args ...any) { fmt.Fprintf(c.App.ErrWriter, format+"\n", args...) },
@@ -86,14 +87,14 @@ var rollingDefrag = withCluster(func(c *cli.Context, cl *cluster.Cluster) error 
 	if err != nil {
 		return err
 	}
-	res, err := defrag.Rolling(c.Context, cl, opts)
+	res, err := rollingdefrag.Run(c.Context, cl, opts)
 	if perr := output(c, rollingRecord(res)); perr != nil {
 		return perr
 	}
 	return err
 })
 
-func rollingRecord(res []defrag.MemberResult) record {
+func rollingRecord(res []rollingdefrag.MemberResult) record {
 	rec := record{json: res, header: []string{"endpoint", "name", "action", "size before", "in use", "size after", "took", "reason", "error"}}
 	for _, r := range res {
 		took := r.Took.Round(time.Millisecond).String()

@@ -7,15 +7,16 @@ import (
 	"github.com/etcdkit/etcdkit/backup"
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/compact"
-	"github.com/etcdkit/etcdkit/defrag"
 	"github.com/etcdkit/etcdkit/hashkv"
 	"github.com/etcdkit/etcdkit/internal/boltdb"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
 	"github.com/etcdkit/etcdkit/repo"
 	"github.com/etcdkit/etcdkit/restore"
+	"github.com/etcdkit/etcdkit/rollingdefrag"
 	"github.com/etcdkit/etcdkit/scheduler"
 	"github.com/etcdkit/etcdkit/snapshot"
+	"github.com/etcdkit/etcdkit/verify"
 )
 
 // errorCodes maps the errors of the capability packages to exit codes.
@@ -26,8 +27,9 @@ var errorCodes = []struct {
 	{exitInUse, []error{boltdb.ErrInUse}},
 	{exitMismatch, []error{restore.ErrHashMismatch}},
 	{exitRefused, []error{restore.ErrTargetExists, fsutil.ErrNoSpace, compact.ErrPastBackup}},
-	{exitUsage, []error{restore.ErrConfig, compact.ErrPolicy, defrag.ErrRule}},
-	{exitUnavailable, []error{cluster.ErrUnreachable, snapshot.ErrNoMember, defrag.ErrUnhealthy, alarm.ErrStillFull}},
+	{exitUsage, []error{restore.ErrConfig, compact.ErrPolicy, rollingdefrag.ErrRule}},
+	{exitUnavailable, []error{cluster.ErrUnreachable, cluster.ErrUnhealthy, snapshot.ErrNoMember, alarm.ErrStillFull}},
+	{exitCorrupt, []error{verify.ErrCorrupt}},
 	{exitMismatch, []error{etcdfmt.ErrTrailer}},
 	{exitCorrupt, []error{backup.ErrCorrupt}},
 	{exitInput, []error{backup.ErrIdentity, backup.ErrNoBackup, repo.ErrNotFound, repo.ErrURL, repo.ErrAccess, repo.ErrName, fsutil.ErrTooLarge}},

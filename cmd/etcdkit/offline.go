@@ -29,7 +29,7 @@ func snapshotCommand() *cli.Command {
 				if err := needArgs(c, 1, "one snapshot or db FILE"); err != nil {
 					return err
 				}
-				bar := newLazyBar(c.App.ErrWriter, "reading")
+				bar := newProgress(c.App.ErrWriter, "reading")
 				st, err := snapshot.ReadStatusWith(c.Args().First(), snapshot.StatusOptions{LockTimeout: lockTimeout(c), Progress: bar.Report})
 				bar.Done()
 				if err != nil {

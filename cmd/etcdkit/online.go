@@ -91,7 +91,7 @@ func statusCommand() *cli.Command {
 				return err
 			}
 			if failed > 0 {
-				return codedError{fmt.Errorf("%d of %d members did not answer their status", failed, len(st)), exitUnavailable}
+				return fmt.Errorf("%w: %d of %d members did not answer their status", cluster.ErrUnreachable, failed, len(st))
 			}
 			return nil
 		}),
@@ -118,7 +118,7 @@ func healthCommand() *cli.Command {
 				return err
 			}
 			if bad > 0 {
-				return codedError{fmt.Errorf("%d of %d members are unhealthy", bad, len(hs)), exitUnavailable}
+				return fmt.Errorf("%w: %d of %d members are unhealthy", cluster.ErrUnhealthy, bad, len(hs))
 			}
 			return nil
 		}),

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/etcdkit/etcdkit/cluster"
-	"github.com/etcdkit/etcdkit/defrag"
 	"github.com/etcdkit/etcdkit/internal/testetcd"
+	"github.com/etcdkit/etcdkit/rollingdefrag"
 	"github.com/etcdkit/etcdkit/snapshot"
 )
 
@@ -75,8 +75,8 @@ func TestOnlineCommands(t *testing.T) {
 		t.Fatalf("compact: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	out, errOut, code = runCLI(append([]string{"defrag", "--dry-run", "--rule", "dbSize > 0", "-w", "json"}, ep...)...)
-	var res []defrag.MemberResult
-	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || len(res) != 1 || res[0].Action != defrag.WouldDefragment {
+	var res []rollingdefrag.MemberResult
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || len(res) != 1 || res[0].Action != rollingdefrag.WouldDefragment {
 		t.Fatalf("defrag: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	if out, errOut, code := runCLI(append([]string{"alarm", "list"}, ep...)...); code != 0 || out != "" {

@@ -12,26 +12,25 @@ import (
 )
 
 // progressBar draws one self-overwriting line on a terminal: a bar, the
-// percentage, bytes done of the total and the rate. It redraws at most
-// every 100 ms so a fast copy spends no time on drawing.
+// percentage, bytes done of the total and the rate. It is made before the
+// total is known; the first report decides, once, whether stderr is a
+// terminal (a scan reports per read) and starts the clock. It redraws at
+// most every 100 ms so a fast copy spends no time on drawing. Report is the
+// progress callback of every capability package: func(done, total int64).
 type progressBar struct {
-	w     io.Writer
-	label string
-	total int64
-	start time.Time
-	mu    sync.Mutex
-	last  time.Time
-	drawn bool
+	w       io.Writer
+	label   string
+	decided bool // whether the first report asked about the terminal
+	on      bool // stderr is a terminal: draw
+	start   time.Time
+	mu      sync.Mutex
+	last    time.Time
+	drawn   bool
 }
 
-// newProgress returns a bar on stderr when stderr is a terminal, else nil.
-// A nil *progressBar ignores every call.
-func newProgress(stderr io.Writer, label string, total int64) *progressBar {
-	f, ok := stderr.(*os.File)
-	if !ok || !isTerminal(f) {
-		return nil
-	}
-	return &progressBar{w: f, label: label, total: total, start: time.Now()}
+// newProgress returns a bar for stderr.
+func newProgress(stderr io.Writer, label string) *progressBar {
+	return &progressBar{w: stderr, label: label}
 }
 
 // isTerminal asks the kernel whether f is a terminal (a variable so a test
@@ -41,28 +40,31 @@ var isTerminal = func(f *os.File) bool {
 	return err == nil
 }
 
-// Set records that done bytes are finished.
-func (p *progressBar) Set(done int64) {
-	if p == nil {
-		return
-	}
+// Report records that done of total bytes are finished.
+func (p *progressBar) Report(done, total int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.decided {
+		f, ok := p.w.(*os.File)
+		p.decided, p.on, p.start = true, ok && isTerminal(f), time.Now()
+	}
+	if !p.on {
+		return
+	}
 	now := time.Now()
-	if now.Sub(p.last) < 100*time.Millisecond && done < p.total {
+	if now.Sub(p.last) < 100*time.Millisecond && done < total {
 		return
 	}
 	p.last = now
 	p.drawn = true
-	fmt.Fprint(p.w, "\r"+renderProgress(p.label, done, p.total, now.Sub(p.start))+"\x1b[K")
+	fmt.Fprint(p.w, "\r"+renderProgress(p.label, done, total, now.Sub(p.start))+"\x1b[K")
 }
 
-// Done ends the line.
+// Done ends the line, if one was drawn.
 func (p *progressBar) Done() {
-	if p == nil || !p.drawn {
-		return
+	if p.drawn {
+		fmt.Fprintln(p.w)
 	}
-	fmt.Fprintln(p.w)
 }
 
 func renderProgress(label string, done, total int64, elapsed time.Duration) string {
@@ -82,26 +84,3 @@ func renderProgress(label string, done, total int64, elapsed time.Duration) stri
 	}
 	return fmt.Sprintf("%s [%s] %3.0f%% %s/%s%s", label, bar, frac*100, humanBytes(done), humanBytes(total), rate)
 }
-
-// lazyBar is a progress bar created at the first report, when the total is
-// known. Report is the callback for the capability packages.
-type lazyBar struct {
-	w       io.Writer
-	label   string
-	decided bool // whether the bar was made, or found not wanted
-	bar     *progressBar
-}
-
-func newLazyBar(w io.Writer, label string) *lazyBar { return &lazyBar{w: w, label: label} }
-
-// Report records progress. Whether stderr is a terminal is asked once, at
-// the first report, not at every one (a scan reports per read).
-func (l *lazyBar) Report(done, total int64) {
-	if !l.decided {
-		l.bar, l.decided = newProgress(l.w, l.label, total), true
-	}
-	l.bar.Set(done)
-}
-
-// Done ends the bar's line, if one was drawn.
-func (l *lazyBar) Done() { l.bar.Done() }

@@ -18,7 +18,7 @@ func TestLazyBarAsksOnce(t *testing.T) {
 	orig := isTerminal
 	isTerminal = func(f *os.File) bool { asked++; return orig(f) }
 	defer func() { isTerminal = orig }()
-	bar := newLazyBar(f, "scanning")
+	bar := newProgress(f, "scanning")
 	for i := int64(0); i < 1000; i++ {
 		bar.Report(i, 1000)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -69,11 +68,9 @@ func restoreCommand() *cli.Command {
 			if fromRepo {
 				return restoreFromRepo(c, cfg)
 			}
-			if fi, err := os.Stat(path); err == nil {
-				bar := newProgress(c.App.ErrWriter, "restoring", fi.Size())
-				cfg.Progress = bar.Set
-				defer bar.Done()
-			}
+			bar := newProgress(c.App.ErrWriter, "restoring")
+			cfg.Progress = bar.Report
+			defer bar.Done()
 			res, err := restore.Restore(c.Context, cfg, path)
 			if err != nil {
 				return err
@@ -118,8 +115,8 @@ func restoreFromRepo(c *cli.Context, cfg restore.Config) error {
 		return err
 	}
 	defer rc.Close()
-	bar := newProgress(c.App.ErrWriter, "restoring", m.Size)
-	cfg.Progress = bar.Set
+	bar := newProgress(c.App.ErrWriter, "restoring")
+	cfg.Progress = bar.Report
 	name := "backup " + m.ID
 	res, err := restore.RestoreFrom(c.Context, cfg, rc, name, m.Size)
 	bar.Done()

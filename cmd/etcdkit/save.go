@@ -17,7 +17,7 @@ func saveCommand() *cli.Command {
 			"healthy member with the highest applied index. The timeout grows with the db size.",
 		ArgsUsage: "FILE",
 		Action: withClusterArgs(1, "one snapshot FILE", func(c *cli.Context, cl *cluster.Cluster) error {
-			bar := newLazyBar(c.App.ErrWriter, "saving")
+			bar := newProgress(c.App.ErrWriter, "saving")
 			m, err := snapshot.Save(c.Context, cl, c.Args().First(), snapshot.SaveOptions{Progress: bar.Report})
 			bar.Done()
 			if err != nil {

@@ -190,7 +190,7 @@ func checkScheduler(c *cli.Context, cfg scheduler.Config) error {
 		rec.rows = append(rec.rows, []string{it.Name, fmt.Sprint(it.OK), next, it.Detail})
 		rec.fields = append(rec.fields, [2]string{it.Name, fmt.Sprintf("%v %s %s", it.OK, next, it.Detail)})
 		if !it.OK && failed == nil {
-			failed = codedError{fmt.Errorf("scheduler check: %s: %s", it.Name, it.Detail), exitUnavailable}
+			failed = fmt.Errorf("%w: scheduler check: %s: %s", cluster.ErrUnreachable, it.Name, it.Detail)
 		}
 	}
 	if err := output(c, rec); err != nil {
@@ -232,7 +232,7 @@ func schedulerCommand() *cli.Command {
 			Action: func(c *cli.Context) error {
 				resp, err := http.Get("http://" + c.String("metrics-addr") + "/status")
 				if err != nil {
-					return codedError{fmt.Errorf("scheduler at %s: %w", c.String("metrics-addr"), err), exitUnavailable}
+					return fmt.Errorf("%w: scheduler at %s: %w", cluster.ErrUnreachable, c.String("metrics-addr"), err)
 				}
 				defer resp.Body.Close()
 				var st scheduler.Status

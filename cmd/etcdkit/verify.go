@@ -22,7 +22,7 @@ func verifyCommand() *cli.Command {
 					if err := needArgs(c, 1, "one snapshot FILE"); err != nil {
 						return err
 					}
-					bar := newLazyBar(c.App.ErrWriter, "verifying")
+					bar := newProgress(c.App.ErrWriter, "verifying")
 					r, err := verify.Snapshot(c.Args().First(), verify.Options{LockTimeout: lockTimeout(c), Progress: bar.Report})
 					bar.Done()
 					if err != nil {
@@ -42,7 +42,7 @@ func verifyCommand() *cli.Command {
 					if err := needArgs(c, 1, "one data DIR"); err != nil {
 						return err
 					}
-					bar := newLazyBar(c.App.ErrWriter, "verifying db")
+					bar := newProgress(c.App.ErrWriter, "verifying db")
 					r, err := verify.DataDir(c.Args().First(), c.String("wal-dir"), verify.Options{LockTimeout: lockTimeout(c), Progress: bar.Report})
 					bar.Done()
 					if err != nil {
@@ -92,7 +92,7 @@ func printReport(c *cli.Context, r *verify.Report) error {
 		printSimpleReport(w, r)
 	}
 	if r.Corrupt() {
-		return codedError{fmt.Errorf("%s: %s", r.Target, summary(r)), exitCorrupt}
+		return verify.Corruption{Target: r.Target, Summary: summary(r)}
 	}
 	return nil
 }

@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcdkit/etcdkit/internal/testetcd"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/etcdkit/etcdkit/internal/testetcd"
 )
 
 // bboltCheckEnv makes the test binary run bbolt's own Check on a file and

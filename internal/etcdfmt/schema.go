@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -208,4 +209,15 @@ func CheckBuckets(top []string) error {
 		return fmt.Errorf("%w: no %q or %q bucket (buckets: %s)", ErrNotEtcd, BucketKey, BucketMeta, strings.Join(top, ", "))
 	}
 	return nil
+}
+
+// LatestRevision is the main revision of a db: that of the last entry of
+// its key bucket (0 for an empty one), as etcd's mvcc store restores it.
+func LatestRevision(keyBucket *bolt.Bucket) (int64, error) {
+	k, _ := keyBucket.Cursor().Last()
+	if k == nil {
+		return 0, nil
+	}
+	r, _, err := ParseRevKey(k)
+	return r.Main, err
 }

@@ -17,6 +17,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/storage/datadir"
 	"go.uber.org/zap"
 
 	"github.com/etcdkit/etcdkit/internal/logging"
@@ -237,7 +238,7 @@ func (m *Member) Stop() {
 }
 
 // DBPath is the member's bolt file.
-func (m *Member) DBPath() string { return filepath.Join(m.DataDir, "member", "snap", "db") }
+func (m *Member) DBPath() string { return datadir.ToBackendFileName(m.DataDir) }
 
 // Client returns a client for this member only.
 func (m *Member) Client(t testing.TB) *clientv3.Client { return NewClient(t, m.ClientURL) }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/storage/datadir"
 	"go.uber.org/zap"
 )
 
@@ -136,7 +137,7 @@ func (p *Process) Kill() {
 }
 
 // DBPath is the member's bolt file.
-func (p *Process) DBPath() string { return filepath.Join(p.DataDir, "member", "snap", "db") }
+func (p *Process) DBPath() string { return datadir.ToBackendFileName(p.DataDir) }
 
 // Run runs a binary and returns its stdout; it fails the test on a non-zero
 // exit, showing stderr.

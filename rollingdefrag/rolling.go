@@ -1,8 +1,7 @@
-package defrag
+package rollingdefrag
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -14,10 +13,10 @@ import (
 
 // ErrUnhealthy reports a cluster that is not healthy or caught up enough
 // to take a member out for defragmentation.
-var ErrUnhealthy = errors.New("cluster not ready for a defrag")
+var ErrUnhealthy = cluster.ErrUnhealthy
 
-// RollingOptions tune a rolling defrag of a running cluster.
-type RollingOptions struct {
+// Options tune a rolling defrag of a running cluster.
+type Options struct {
 	Rule            *Rule // nil: every member
 	Compact         bool  // compact to the current revision first
 	DryRun          bool
@@ -60,7 +59,7 @@ const (
 	Failed          = "failed"
 )
 
-func (o *RollingOptions) defaults() {
+func (o *Options) defaults() {
 	if o.MaxIndexGap == 0 {
 		o.MaxIndexGap = 1000
 	}
@@ -80,7 +79,7 @@ func (o *RollingOptions) defaults() {
 // MoveLeader, leadership moves to a caught-up follower first). Before each
 // member every member must be healthy and caught up; after it, the
 // cluster must be so again before the next. The rule decides per member.
-func Rolling(ctx context.Context, c *cluster.Cluster, opts RollingOptions) ([]MemberResult, error) {
+func Run(ctx context.Context, c *cluster.Cluster, opts Options) ([]MemberResult, error) {
 	opts.defaults()
 	if opts.Compact && !opts.DryRun {
 		st := c.Status(ctx, opts.Quota)
@@ -155,7 +154,7 @@ func Rolling(ctx context.Context, c *cluster.Cluster, opts RollingOptions) ([]Me
 // defragMember moves leadership if asked, runs the Defragment RPC on the
 // member and waits for the cluster again. st and readyErr are the outcome
 // of the readiness gate before it.
-func defragMember(ctx context.Context, c *cluster.Cluster, m cluster.MemberStatus, st []cluster.MemberStatus, readyErr error, opts RollingOptions, r *MemberResult) error {
+func defragMember(ctx context.Context, c *cluster.Cluster, m cluster.MemberStatus, st []cluster.MemberStatus, readyErr error, opts Options, r *MemberResult) error {
 	fail := func(err error) error {
 		r.Action, r.Error = Failed, err.Error()
 		return fmt.Errorf("%s (%s): %w", m.Name, m.Endpoint, err)
@@ -206,7 +205,7 @@ func isLeader(st []cluster.MemberStatus, ep string) bool {
 
 // moveLeader hands leadership from m to the follower with the highest
 // applied index and waits until the cluster reports the new leader.
-func moveLeader(ctx context.Context, c *cluster.Cluster, st []cluster.MemberStatus, m cluster.MemberStatus, opts RollingOptions) error {
+func moveLeader(ctx context.Context, c *cluster.Cluster, st []cluster.MemberStatus, m cluster.MemberStatus, opts Options) error {
 	var target *cluster.MemberStatus
 	for i, s := range st {
 		if s.IsLearner || s.IsLeader || !s.OK() {
@@ -250,7 +249,7 @@ const SettleKey = "__etcdkit/settle"
 // settle writes SettleKey until no member's in-use size changes any more
 // (at most ten rounds): a physical compaction waits only for the member
 // that served it, and the others' freed pages show only after a write.
-func settle(ctx context.Context, c *cluster.Cluster, opts RollingOptions) {
+func settle(ctx context.Context, c *cluster.Cluster, opts Options) {
 	prev := map[string]int64{}
 	for round := 0; round < 10; round++ {
 		wctx, cancel := context.WithTimeout(ctx, c.Timeout())
@@ -278,7 +277,7 @@ func settle(ctx context.Context, c *cluster.Cluster, opts RollingOptions) {
 
 // waitReady waits until every member answers, is healthy and has applied
 // within MaxIndexGap of the highest raft index, and returns the statuses.
-func waitReady(ctx context.Context, c *cluster.Cluster, opts RollingOptions) ([]cluster.MemberStatus, error) {
+func waitReady(ctx context.Context, c *cluster.Cluster, opts Options) ([]cluster.MemberStatus, error) {
 	deadline := time.Now().Add(opts.ReadyTimeout)
 	for {
 		st, why := ready(ctx, c, opts)
@@ -292,7 +291,7 @@ func waitReady(ctx context.Context, c *cluster.Cluster, opts RollingOptions) ([]
 	}
 }
 
-func ready(ctx context.Context, c *cluster.Cluster, opts RollingOptions) ([]cluster.MemberStatus, string) {
+func ready(ctx context.Context, c *cluster.Cluster, opts Options) ([]cluster.MemberStatus, string) {
 	st := c.Status(ctx, opts.Quota)
 	var maxIndex uint64
 	for _, s := range st {

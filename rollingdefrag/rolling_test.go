@@ -1,4 +1,4 @@
-package defrag_test
+package rollingdefrag_test
 
 import (
 	"context"
@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/etcdkit/etcdkit/cluster"
-	"github.com/etcdkit/etcdkit/defrag"
 	"github.com/etcdkit/etcdkit/internal/testetcd"
+	"github.com/etcdkit/etcdkit/rollingdefrag"
 )
 
 // churn writes and overwrites values so that a compaction frees most of
@@ -51,8 +51,8 @@ func TestRolling(t *testing.T) {
 			leader = s.Name
 		}
 	}
-	rule := func(src string) *defrag.Rule {
-		r, err := defrag.ParseRule(src)
+	rule := func(src string) *rollingdefrag.Rule {
+		r, err := rollingdefrag.ParseRule(src)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,14 +60,14 @@ func TestRolling(t *testing.T) {
 	}
 
 	t.Run("dry run", func(t *testing.T) {
-		res, err := defrag.Rolling(ctx, c, defrag.RollingOptions{DryRun: true, Compact: true, Rule: rule("dbSizeFree >= 0")})
+		res, err := rollingdefrag.Run(ctx, c, rollingdefrag.Options{DryRun: true, Compact: true, Rule: rule("dbSizeFree >= 0")})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, r := range res {
-			want := defrag.WouldDefragment
+			want := rollingdefrag.WouldDefragment
 			if r.Name == learner.Name {
-				want = defrag.Skipped
+				want = rollingdefrag.Skipped
 			}
 			if r.Action != want {
 				t.Errorf("%s: %s, want %s", r.Name, r.Action, want)
@@ -78,19 +78,19 @@ func TestRolling(t *testing.T) {
 		}
 	})
 	t.Run("false rule", func(t *testing.T) {
-		res, err := defrag.Rolling(ctx, c, defrag.RollingOptions{Rule: rule("dbSize < 0")})
+		res, err := rollingdefrag.Run(ctx, c, rollingdefrag.Options{Rule: rule("dbSize < 0")})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, r := range res {
-			if r.Action != defrag.Skipped || r.Reason == "" {
+			if r.Action != rollingdefrag.Skipped || r.Reason == "" {
 				t.Errorf("%+v", r)
 			}
 		}
 	})
 	t.Run("compact, move leader", func(t *testing.T) {
 		var log []string
-		res, err := defrag.Rolling(ctx, c, defrag.RollingOptions{Compact: true, MoveLeader: true,
+		res, err := rollingdefrag.Run(ctx, c, rollingdefrag.Options{Compact: true, MoveLeader: true,
 			Rule: rule("dbSizeFree > 1024*1024"), Log: func(f string, a ...any) { log = append(log, fmt.Sprintf(f, a...)) }})
 		if err != nil {
 			t.Fatalf("%v\n%s", err, strings.Join(log, "\n"))
@@ -100,10 +100,10 @@ func TestRolling(t *testing.T) {
 			order = append(order, r.Name)
 			switch {
 			case r.Name == learner.Name:
-				if r.Action != defrag.Skipped || r.Reason != "learner" {
+				if r.Action != rollingdefrag.Skipped || r.Reason != "learner" {
 					t.Errorf("learner: %+v", r)
 				}
-			case r.Action != defrag.Defragmented || r.After >= r.Before || r.Took <= 0:
+			case r.Action != rollingdefrag.Defragmented || r.After >= r.Before || r.Took <= 0:
 				t.Errorf("%+v", r)
 			}
 		}
@@ -121,8 +121,8 @@ func TestRolling(t *testing.T) {
 	})
 	t.Run("member down", func(t *testing.T) {
 		cl.Members[1].Stop()
-		_, err := defrag.Rolling(ctx, c, defrag.RollingOptions{ReadyTimeout: time.Second})
-		if !errors.Is(err, defrag.ErrUnhealthy) {
+		_, err := rollingdefrag.Run(ctx, c, rollingdefrag.Options{ReadyTimeout: time.Second})
+		if !errors.Is(err, rollingdefrag.ErrUnhealthy) {
 			t.Fatalf("error %v, want ErrUnhealthy", err)
 		}
 	})
@@ -151,7 +151,7 @@ func TestRollingContinueOnError(t *testing.T) {
 				}
 			}
 			stopped := false
-			res, err := defrag.Rolling(ctx, c, defrag.RollingOptions{ContinueOnError: cont, ReadyTimeout: time.Second,
+			res, err := rollingdefrag.Run(ctx, c, rollingdefrag.Options{ContinueOnError: cont, ReadyTimeout: time.Second,
 				Log: func(string, ...any) {
 					if !stopped {
 						stopped = true
