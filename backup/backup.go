@@ -29,7 +29,7 @@ import (
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
 	"github.com/etcdkit/etcdkit/repo"
-	"github.com/etcdkit/etcdkit/snapshot"
+	"github.com/etcdkit/etcdkit/save"
 )
 
 // Errors a caller maps to exit codes.
@@ -51,7 +51,7 @@ const (
 // is stored.
 type Manifest struct {
 	ID string `json:"id"`
-	snapshot.Manifest
+	save.Manifest
 	RawSHA256    string     `json:"rawSha256"` // of the whole snapshot file
 	Object       string     `json:"object"`
 	Compression  string     `json:"compression"`          // zstd or none
@@ -182,7 +182,7 @@ func (r *Repository) Create(ctx context.Context, c *cluster.Cluster, opts Create
 	}
 	defer os.RemoveAll(dir)
 	file := filepath.Join(dir, "snapshot.db")
-	sm, err := snapshot.Save(ctx, c, file, snapshot.SaveOptions{Progress: opts.Progress})
+	sm, err := save.Snapshot(ctx, c, file, save.Options{Progress: opts.Progress})
 	if err != nil {
 		return Manifest{}, err
 	}

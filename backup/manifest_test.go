@@ -13,7 +13,7 @@ import (
 	"github.com/etcdkit/etcdkit/backup"
 	"github.com/etcdkit/etcdkit/internal/testetcd"
 	"github.com/etcdkit/etcdkit/repo"
-	"github.com/etcdkit/etcdkit/snapshot"
+	"github.com/etcdkit/etcdkit/save"
 )
 
 const (
@@ -23,7 +23,7 @@ const (
 
 // goodManifest is a manifest as Create writes it.
 func goodManifest() backup.Manifest {
-	return backup.Manifest{ID: testID, Manifest: snapshot.Manifest{Revision: 42, Size: 4096, SHA256: testHash},
+	return backup.Manifest{ID: testID, Manifest: save.Manifest{Revision: 42, Size: 4096, SHA256: testHash},
 		RawSHA256: testHash, Object: "backups/" + testID + "/snapshot.db.zst", Compression: "zstd", StoredSize: 100, StoredSHA256: testHash}
 }
 

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/etcdkit/etcdkit/backup"
-	"github.com/etcdkit/etcdkit/snapshot"
+	"github.com/etcdkit/etcdkit/save"
 )
 
 // TestRetentionRefusesNegatives: a negative count or duration is refused,
@@ -41,7 +41,7 @@ func FuzzDecide(f *testing.F) {
 		var ms []backup.Manifest
 		for ; len(b) >= 9 && len(ms) < 200; b = b[9:] {
 			sec := int64(binary.LittleEndian.Uint64(b) % (1 << 36)) // years 1970..4147
-			ms = append(ms, backup.Manifest{ID: string(rune('a' + len(ms))), Manifest: snapshot.Manifest{Time: time.Unix(sec, 0).UTC(), Revision: int64(b[8] >> 1)}, Verified: b[8]&1 == 1})
+			ms = append(ms, backup.Manifest{ID: string(rune('a' + len(ms))), Manifest: save.Manifest{Time: time.Unix(sec, 0).UTC(), Revision: int64(b[8] >> 1)}, Verified: b[8]&1 == 1})
 		}
 		ds := backup.Decide(ms, p)
 		if len(ds) != len(ms) {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/compact"
-	"github.com/etcdkit/etcdkit/snapshot"
+	"github.com/etcdkit/etcdkit/save"
 )
 
 func compactCommand() *cli.Command {
@@ -32,7 +32,7 @@ func compactCommand() *cli.Command {
 				Physical: c.Bool("physical"), Force: c.Bool("force"),
 			}
 			if b := c.String("backup"); b != "" {
-				m, err := snapshot.ReadManifest(b)
+				m, err := save.ReadManifest(b)
 				if err != nil {
 					return err
 				}

@@ -14,6 +14,7 @@ import (
 	"github.com/etcdkit/etcdkit/repo"
 	"github.com/etcdkit/etcdkit/restore"
 	"github.com/etcdkit/etcdkit/rollingdefrag"
+	"github.com/etcdkit/etcdkit/save"
 	"github.com/etcdkit/etcdkit/scheduler"
 	"github.com/etcdkit/etcdkit/snapshot"
 	"github.com/etcdkit/etcdkit/verify"
@@ -28,7 +29,7 @@ var errorCodes = []struct {
 	{exitMismatch, []error{restore.ErrHashMismatch}},
 	{exitRefused, []error{restore.ErrTargetExists, fsutil.ErrNoSpace, compact.ErrPastBackup}},
 	{exitUsage, []error{restore.ErrConfig, compact.ErrPolicy, rollingdefrag.ErrRule}},
-	{exitUnavailable, []error{cluster.ErrUnreachable, cluster.ErrUnhealthy, snapshot.ErrNoMember, alarm.ErrStillFull}},
+	{exitUnavailable, []error{cluster.ErrUnreachable, cluster.ErrUnhealthy, save.ErrNoMember, alarm.ErrStillFull}},
 	{exitCorrupt, []error{verify.ErrCorrupt}},
 	{exitMismatch, []error{etcdfmt.ErrTrailer}},
 	{exitCorrupt, []error{backup.ErrCorrupt}},

@@ -11,7 +11,7 @@ import (
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/internal/testetcd"
 	"github.com/etcdkit/etcdkit/rollingdefrag"
-	"github.com/etcdkit/etcdkit/snapshot"
+	"github.com/etcdkit/etcdkit/save"
 )
 
 // TestOnlineEnv: the connection comes from ETCDCTL_* variables alone, with
@@ -62,7 +62,7 @@ func TestOnlineCommands(t *testing.T) {
 	ep := []string{"--endpoints", m.ClientURL}
 	file := filepath.Join(t.TempDir(), "backup.db")
 	out, errOut, code := runCLI(append([]string{"snapshot", "save", file, "-w", "json"}, ep...)...)
-	var man snapshot.Manifest
+	var man save.Manifest
 	if code != 0 || json.Unmarshal([]byte(out), &man) != nil || man.Revision < 30 || man.MemberName != m.Name {
 		t.Fatalf("save: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}

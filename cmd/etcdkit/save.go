@@ -6,7 +6,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/etcdkit/etcdkit/cluster"
-	"github.com/etcdkit/etcdkit/snapshot"
+	"github.com/etcdkit/etcdkit/save"
 )
 
 func saveCommand() *cli.Command {
@@ -18,7 +18,7 @@ func saveCommand() *cli.Command {
 		ArgsUsage: "FILE",
 		Action: withClusterArgs(1, "one snapshot FILE", func(c *cli.Context, cl *cluster.Cluster) error {
 			bar := newProgress(c.App.ErrWriter, "saving")
-			m, err := snapshot.Save(c.Context, cl, c.Args().First(), snapshot.SaveOptions{Progress: bar.Report})
+			m, err := save.Snapshot(c.Context, cl, c.Args().First(), save.Options{Progress: bar.Report})
 			bar.Done()
 			if err != nil {
 				return err
@@ -28,7 +28,7 @@ func saveCommand() *cli.Command {
 	})
 }
 
-func manifestRecord(path string, m snapshot.Manifest) record {
+func manifestRecord(path string, m save.Manifest) record {
 	return record{
 		json:   m,
 		header: []string{"file", "revision", "size", "member", "cluster id", "etcd version", "sha256"},

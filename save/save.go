@@ -1,4 +1,9 @@
-package snapshot
+// Package save takes a snapshot of a running cluster (etcdctl snapshot save):
+// from the member named, or the healthy one furthest along, streamed to a
+// file with etcd's sha256 trailer checked, fsynced and renamed, and a
+// manifest (FILE.json) beside it with the revision read from the snapshot
+// itself.
+package save
 
 import (
 	"context"
@@ -56,8 +61,8 @@ func ReadManifest(path string) (Manifest, error) {
 	return m, nil
 }
 
-// SaveOptions tune Save.
-type SaveOptions struct {
+// Options tune Save.
+type Options struct {
 	// Progress, when set, is called with the bytes received and the
 	// member's db size (an estimate of the total).
 	Progress func(done, total int64)
@@ -72,7 +77,7 @@ const minRate = 4 << 20 // bytes per second
 // SaveTimeout is how long a snapshot of a db of size bytes may take: the
 // command timeout plus the db at minRate, instead of etcdctl's fixed
 // timeout that large dbs outgrow.
-func SaveTimeout(command time.Duration, size int64) time.Duration {
+func Timeout(command time.Duration, size int64) time.Duration {
 	return command + 30*time.Second + time.Duration(size/minRate)*time.Second
 }
 
@@ -80,7 +85,7 @@ func SaveTimeout(command time.Duration, size int64) time.Duration {
 // else from the healthy member with the highest applied index, to path:
 // into a unique hidden sibling (.<name>.etcdkit-part-<pid>-<random>),
 // checking the server's sha256 trailer on the way, fsynced and renamed. The manifest is written beside it.
-func Save(ctx context.Context, c *cluster.Cluster, path string, opts SaveOptions) (Manifest, error) {
+func Snapshot(ctx context.Context, c *cluster.Cluster, path string, opts Options) (Manifest, error) {
 	src, err := pickMember(ctx, c)
 	if err != nil {
 		return Manifest{}, err
@@ -90,7 +95,7 @@ func Save(ctx context.Context, c *cluster.Cluster, path string, opts SaveOptions
 		return Manifest{}, err
 	}
 	defer cli.Close()
-	ctx, cancel := context.WithTimeout(ctx, SaveTimeout(c.Timeout(), src.DBSize))
+	ctx, cancel := context.WithTimeout(ctx, Timeout(c.Timeout(), src.DBSize))
 	defer cancel()
 
 	m := Manifest{

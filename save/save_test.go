@@ -1,4 +1,4 @@
-package snapshot_test
+package save_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/hashkv"
 	"github.com/etcdkit/etcdkit/internal/testetcd"
+	"github.com/etcdkit/etcdkit/save"
 	"github.com/etcdkit/etcdkit/snapshot"
 	"github.com/etcdkit/etcdkit/verify"
 )
@@ -59,7 +60,7 @@ func TestSave(t *testing.T) {
 			defer c.Close()
 			path := filepath.Join(t.TempDir(), "snap.db")
 			var progress int64
-			m, err := snapshot.Save(ctx, c, path, snapshot.SaveOptions{Progress: func(done, total int64) { progress = done }})
+			m, err := save.Snapshot(ctx, c, path, save.Options{Progress: func(done, total int64) { progress = done }})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,7 +79,7 @@ func TestSave(t *testing.T) {
 			if hex.EncodeToString(b[len(b)-32:]) != m.SHA256 {
 				t.Errorf("manifest sha256 %s is not the trailer", m.SHA256)
 			}
-			if got, err := snapshot.ReadManifest(path); err != nil || got != m {
+			if got, err := save.ReadManifest(path); err != nil || got != m {
 				t.Errorf("manifest on disk %+v %v, want %+v", got, err, m)
 			}
 			if left := testetcd.Must(filepath.Glob(filepath.Join(filepath.Dir(path), ".*etcdkit-part*")))(t); len(left) > 0 {
@@ -106,8 +107,8 @@ func TestSave(t *testing.T) {
 		}
 		defer c.Close()
 		dir := t.TempDir()
-		_, err = snapshot.Save(ctx, c, filepath.Join(dir, "snap.db"), snapshot.SaveOptions{})
-		if !errors.Is(err, snapshot.ErrNoMember) {
+		_, err = save.Snapshot(ctx, c, filepath.Join(dir, "snap.db"), save.Options{})
+		if !errors.Is(err, save.ErrNoMember) {
 			t.Fatalf("error %v", err)
 		}
 		if e := testetcd.DirNames(t, dir); len(e) != 0 {
@@ -121,7 +122,7 @@ func TestSaveTimeout(t *testing.T) {
 		size int64
 		want time.Duration
 	}{{0, 35 * time.Second}, {1 << 30, 35*time.Second + 256*time.Second}, {8 << 30, 35*time.Second + 2048*time.Second}} {
-		if got := snapshot.SaveTimeout(5*time.Second, tc.size); got != tc.want {
+		if got := save.Timeout(5*time.Second, tc.size); got != tc.want {
 			t.Errorf("size %d: %v, want %v", tc.size, got, tc.want)
 		}
 	}
@@ -142,7 +143,7 @@ func TestSaveConcurrent(t *testing.T) {
 		errs := make(chan error, 2)
 		for range 2 {
 			go func() {
-				_, err := snapshot.Save(context.Background(), c, path, snapshot.SaveOptions{})
+				_, err := save.Snapshot(context.Background(), c, path, save.Options{})
 				errs <- err
 			}()
 		}
