@@ -75,7 +75,7 @@ func Defrag(ctx context.Context, path string, opts Options) (res Result, err err
 	if err != nil {
 		return res, err
 	}
-	src, err := boltdb.OpenReadOnly(path, opts.LockTimeout, nil)
+	src, err := boltdb.OpenMapped(path, opts.LockTimeout, nil)
 	if err == nil {
 		if err = etcdfmt.CheckBuckets(src.Buckets); err != nil {
 			src.Close()

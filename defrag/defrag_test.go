@@ -16,7 +16,7 @@ import (
 
 	"github.com/etcdkit/etcdkit/defrag"
 	"github.com/etcdkit/etcdkit/hashkv"
-	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/testetcd"
 	"github.com/etcdkit/etcdkit/snapshot"
 )
@@ -139,9 +139,9 @@ func TestDefragRefuses(t *testing.T) {
 		want error
 		msg  string
 	}{
-		{"in use", m.DBPath, defrag.Options{LockTimeout: 200 * time.Millisecond}, boltdb.ErrInUse, "in use"},
+		{"in use", m.DBPath, defrag.Options{LockTimeout: 200 * time.Millisecond}, boltpage.ErrInUse, "in use"},
 		{"no space", func() string { m.Stop(); return m.DBPath() }, defrag.Options{LockTimeout: time.Second, Reserve: 1 << 60}, defrag.ErrNoSpace, "free"},
-		{"not bolt", func() string { return garbage }, defrag.Options{}, boltdb.ErrNotBolt, "garbage.db"},
+		{"not bolt", func() string { return garbage }, defrag.Options{}, boltpage.ErrNotBolt, "garbage.db"},
 		{"missing", func() string { return filepath.Join(t.TempDir(), "nope") }, defrag.Options{}, os.ErrNotExist, "nope"},
 	}
 	for _, tc := range cases {

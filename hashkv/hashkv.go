@@ -53,7 +53,7 @@ func Compute(path string, rev int64, lockTimeout time.Duration) (Result, error) 
 	if rev < 0 {
 		return Result{}, fmt.Errorf("revision %d: must not be negative", rev)
 	}
-	db, err := boltdb.OpenReadOnly(path, lockTimeout, nil)
+	db, err := boltdb.OpenMapped(path, lockTimeout, nil)
 	if err != nil {
 		return Result{}, err
 	}

@@ -11,7 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/etcdkit/etcdkit/hashkv"
-	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 	"github.com/etcdkit/etcdkit/internal/testetcd"
 )
@@ -133,7 +133,7 @@ func TestHashKVErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := hashkv.Compute(m.DBPath(), 0, 200*time.Millisecond); !errors.Is(err, boltdb.ErrInUse) {
+	if _, err := hashkv.Compute(m.DBPath(), 0, 200*time.Millisecond); !errors.Is(err, boltpage.ErrInUse) {
 		t.Fatalf("running etcd: err = %v, want ErrInUse", err)
 	}
 	m.Stop()

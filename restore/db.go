@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
 
 	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 )
 
@@ -22,7 +23,7 @@ import (
 // the latest revision. f is closed.
 func finishDB(f *os.File, cl *membership.RaftCluster, commit, term, bump uint64) (latest int64, err error) {
 	path := f.Name()
-	err = boltdb.StoreEmptyFreelist(f)
+	err = boltpage.StoreEmptyFreelist(f)
 	if err == nil {
 		err = f.Close()
 	} else {

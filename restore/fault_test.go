@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/testetcd"
 	"github.com/etcdkit/etcdkit/restore"
 	"github.com/etcdkit/etcdkit/snapshot"
@@ -98,17 +98,17 @@ func TestRestoreRefuses(t *testing.T) {
 		}, restore.ErrHashMismatch, "expected "},
 		{"truncated", func(t *testing.T, s *setup) {
 			s.snap = damaged(t, s.dir, func(b []byte) []byte { return b[:len(b)/2+100] })
-		}, boltdb.ErrDamaged, "truncated"},
+		}, boltpage.ErrDamaged, "truncated"},
 		{"truncated at a page boundary", func(t *testing.T, s *setup) {
 			s.snap = damaged(t, s.dir, func(b []byte) []byte { return append(b[:len(b)/2/4096*4096], b[len(b)-32:]...) })
-		}, boltdb.ErrDamaged, "truncated"},
+		}, boltpage.ErrDamaged, "truncated"},
 		{"truncated without hash check", func(t *testing.T, s *setup) {
 			s.snap = damaged(t, s.dir, func(b []byte) []byte { return b[:len(b)/2] })
 			s.cfg.SkipHashCheck = true
-		}, boltdb.ErrDamaged, "truncated"},
+		}, boltpage.ErrDamaged, "truncated"},
 		{"not a bolt file", func(t *testing.T, s *setup) {
 			s.snap = damaged(t, s.dir, func(b []byte) []byte { return []byte(strings.Repeat("not a db\n", 1000)) })
-		}, boltdb.ErrNotBolt, ""},
+		}, boltpage.ErrNotBolt, ""},
 		{"missing file", func(t *testing.T, s *setup) { s.snap = filepath.Join(s.dir, "nope.db") }, os.ErrNotExist, ""},
 		{"freelist names a meta page, trailer valid", func(t *testing.T, s *setup) {
 			// bbolt panicked on it ("invalid freelist page: 1, page type is
@@ -126,7 +126,7 @@ func TestRestoreRefuses(t *testing.T) {
 				sum := sha256.Sum256(db)
 				return append(db, sum[:]...)
 			})
-		}, boltdb.ErrIntegrity, "out of bounds"},
+		}, boltpage.ErrIntegrity, "out of bounds"},
 		{"data dir not empty", func(t *testing.T, s *setup) {
 			os.MkdirAll(filepath.Join(s.cfg.DataDir, "member"), 0o700)
 		}, restore.ErrTargetExists, "not empty"},

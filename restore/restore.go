@@ -28,7 +28,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
 )
@@ -172,9 +172,9 @@ func Restore(ctx context.Context, cfg Config, path string) (Result, error) {
 		return Result{}, err
 	}
 	if fi.IsDir() {
-		return Result{}, fmt.Errorf("%s: %w: it is a directory (a snapshot is a file)", path, boltdb.ErrNotBolt)
+		return Result{}, fmt.Errorf("%s: %w: it is a directory (a snapshot is a file)", path, boltpage.ErrNotBolt)
 	}
-	m, err := boltdb.ReadMeta(f)
+	m, err := boltpage.ReadMeta(f)
 	if err == nil {
 		err = m.CheckSize(fi.Size())
 	}
@@ -197,10 +197,10 @@ func RestoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 	return restoreFrom(ctx, cfg, r, name, size, false)
 }
 
-// checkDB runs bolt's checks (boltdb.Check) on the db at path and refuses
+// checkDB runs bolt's checks (boltpage.Check) on the db at path and refuses
 // one without etcd's buckets, naming the input as name.
 func checkDB(path, name string) error {
-	top, err := boltdb.Check(path, time.Second, nil)
+	top, err := boltpage.Check(path, time.Second, nil)
 	switch {
 	case err != nil && name == path:
 		return err
@@ -214,7 +214,7 @@ func checkDB(path, name string) error {
 }
 
 // restoreFrom is RestoreFrom; scanned says the source already passed
-// boltdb.Check, else the first copy is checked before bbolt edits it.
+// boltpage.Check, else the first copy is checked before bbolt edits it.
 func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size int64, scanned bool) (res Result, err error) {
 	lg := cfg.Logger
 	if lg == nil {
@@ -264,7 +264,7 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 		return res, fmt.Errorf("%s: %w: expected %s, got %s (the file is damaged or incomplete)",
 			name, ErrHashMismatch, hex.EncodeToString(cp.Expected[:]), hex.EncodeToString(cp.Actual[:]))
 	}
-	m, err := boltdb.ReadMeta(targets[0].db)
+	m, err := boltpage.ReadMeta(targets[0].db)
 	if err == nil {
 		err = m.CheckSize(cp.Size)
 	}

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-60s}
 targets=(
-  internal/boltdb:FuzzScan
+  internal/boltpage:FuzzScan
   internal/etcdfmt:FuzzWALReader
   internal/etcdfmt:FuzzTrailerWriter
   verify:FuzzSnapFile

@@ -11,7 +11,7 @@ import (
 
 	"github.com/coreos/go-semver/semver"
 
-	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 )
 
@@ -25,7 +25,7 @@ type Status struct {
 }
 
 // ErrIntegrity reports a bolt file that fails bolt's consistency check.
-var ErrIntegrity = boltdb.ErrIntegrity
+var ErrIntegrity = boltpage.ErrIntegrity
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -34,7 +34,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // order, REVISION the main revision of the last key-bucket entry, TOTAL KEYS
 // the number of live keys after replaying puts and tombstones, TOTAL SIZE
 // bolt's tx.Size(), VERSION meta/storageVersion. It reads the file once with
-// pread (boltdb.File.Scan), which also runs bolt's consistency checks, so its
+// pread (boltpage.File.Scan), which also runs bolt's consistency checks, so its
 // memory does not grow with the file. The file is opened read-only and never
 // modified.
 func ReadStatus(path string, lockTimeout time.Duration) (Status, error) {
@@ -52,7 +52,7 @@ type StatusOptions struct {
 
 // ReadStatusWith is ReadStatus with progress reports.
 func ReadStatusWith(path string, opts StatusOptions) (Status, error) {
-	f, err := boltdb.Open(path, opts.LockTimeout)
+	f, err := boltpage.Open(path, opts.LockTimeout)
 	if err != nil {
 		return Status{}, err
 	}
@@ -86,7 +86,7 @@ func newStatusHasher(st *Status) *statusHasher {
 	return &statusHasher{st: st, crc: crc32.New(castagnoli), ids: etcdfmt.NewKeyHasher(), live: newLiveSet()}
 }
 
-func (h *statusHasher) entry(e boltdb.Entry) error {
+func (h *statusHasher) entry(e boltpage.Entry) error {
 	switch e.Depth {
 	case 0:
 		if !e.Bucket {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/testetcd"
 	"github.com/etcdkit/etcdkit/snapshot"
 )
@@ -65,9 +65,9 @@ func TestStatusBadInput(t *testing.T) {
 		want error
 	}{
 		{"missing", filepath.Join(dir, "nope.db"), os.ErrNotExist},
-		{"zeros", notBolt, boltdb.ErrNotBolt},
-		{"tiny", tiny, boltdb.ErrNotBolt},
-		{"locked by running etcd", m.DBPath(), boltdb.ErrInUse},
+		{"zeros", notBolt, boltpage.ErrNotBolt},
+		{"tiny", tiny, boltpage.ErrNotBolt},
+		{"locked by running etcd", m.DBPath(), boltpage.ErrInUse},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,7 +111,7 @@ func TestStatusDamagedPages(t *testing.T) {
 			}
 			f.Close()
 			_, err = snapshot.ReadStatus(bad, time.Second)
-			if !errors.Is(err, snapshot.ErrIntegrity) && !errors.Is(err, boltdb.ErrDamaged) {
+			if !errors.Is(err, snapshot.ErrIntegrity) && !errors.Is(err, boltpage.ErrDamaged) {
 				t.Fatalf("err = %v, want an integrity or damage error", err)
 			}
 		})

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 )
 
@@ -25,7 +26,7 @@ type dbFacts struct {
 	removed         map[uint64]bool
 }
 
-// checkDB runs bolt's consistency checks (boltdb.File.Scan, which reads
+// checkDB runs bolt's consistency checks (boltpage.File.Scan, which reads
 // with pread and reports damage instead of faulting on it), then, on a db
 // that passed them, the schema walk, and adds both to r in a fixed order.
 // An error means the db could not be examined at all (locked by a running
@@ -33,14 +34,14 @@ type dbFacts struct {
 func (r *Report) checkDB(path string, opts Options) (dbFacts, error) {
 	// OpenReadOnly runs the pread scan (bolt's checks) before bbolt maps
 	// the file: the schema walk reads only a db whose pages are sound.
-	db, err := boltdb.OpenReadOnly(path, opts.LockTimeout, opts.Progress)
+	db, err := boltdb.OpenMapped(path, opts.LockTimeout, opts.Progress)
 	c := r.check("bolt", path)
 	switch {
-	case errors.Is(err, boltdb.ErrInUse), errors.Is(err, fs.ErrPermission):
+	case errors.Is(err, boltpage.ErrInUse), errors.Is(err, fs.ErrPermission):
 		// Not examined is not damaged: locked by a running etcd, or not
 		// readable by this user.
 		return dbFacts{}, err
-	case errors.Is(err, boltdb.ErrIntegrity), errors.Is(err, boltdb.ErrDamaged):
+	case errors.Is(err, boltpage.ErrIntegrity), errors.Is(err, boltpage.ErrDamaged):
 		c.add(-1, "", "%v", err)
 		c.done("bolt's consistency check (page structure, freelist, key order)")
 		s := r.check("schema", path)

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 )
 
@@ -35,7 +35,7 @@ func Snapshot(path string, opts Options) (*Report, error) {
 		return nil, err
 	}
 	if fi.IsDir() {
-		return nil, fmt.Errorf("%s: %w: it is a directory (use verify data-dir)", path, boltdb.ErrNotBolt)
+		return nil, fmt.Errorf("%s: %w: it is a directory (use verify data-dir)", path, boltpage.ErrNotBolt)
 	}
 	r := &Report{Target: path}
 	trailer := &Report{}

@@ -8,7 +8,7 @@ import (
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/compact"
 	"github.com/etcdkit/etcdkit/hashkv"
-	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
 	"github.com/etcdkit/etcdkit/repo"
@@ -25,7 +25,7 @@ var errorCodes = []struct {
 	code int
 	errs []error
 }{
-	{exitInUse, []error{boltdb.ErrInUse}},
+	{exitInUse, []error{boltpage.ErrInUse}},
 	{exitMismatch, []error{restore.ErrHashMismatch}},
 	{exitRefused, []error{restore.ErrTargetExists, fsutil.ErrNoSpace, compact.ErrPastBackup}},
 	{exitUsage, []error{restore.ErrConfig, compact.ErrPolicy, rollingdefrag.ErrRule}},
@@ -35,7 +35,7 @@ var errorCodes = []struct {
 	{exitCorrupt, []error{backup.ErrCorrupt}},
 	{exitInput, []error{backup.ErrIdentity, backup.ErrNoBackup, repo.ErrNotFound, repo.ErrURL, repo.ErrAccess, repo.ErrName, fsutil.ErrTooLarge}},
 	{exitUsage, []error{backup.ErrRetention, scheduler.ErrConfig}},
-	{exitCorrupt, []error{snapshot.ErrIntegrity, boltdb.ErrIntegrity, boltdb.ErrDamaged, etcdfmt.ErrBadRevKey, etcdfmt.ErrSchema}},
+	{exitCorrupt, []error{snapshot.ErrIntegrity, boltpage.ErrIntegrity, boltpage.ErrDamaged, etcdfmt.ErrBadRevKey, etcdfmt.ErrSchema}},
 	{exitInput, []error{etcdfmt.ErrNotEtcd, fs.ErrPermission}},
-	{exitInput, []error{fs.ErrNotExist, boltdb.ErrNotBolt, compact.ErrNoClock, restore.ErrNoTrailer, restore.ErrNotEtcd, hashkv.ErrCompacted, hashkv.ErrFutureRev}},
+	{exitInput, []error{fs.ErrNotExist, boltpage.ErrNotBolt, compact.ErrNoClock, restore.ErrNoTrailer, restore.ErrNotEtcd, hashkv.ErrCompacted, hashkv.ErrFutureRev}},
 }

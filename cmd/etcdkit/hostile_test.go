@@ -14,7 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/testetcd"
 )
 
@@ -123,7 +123,7 @@ func write(t *testing.T, dir, name string, b []byte) string {
 // whose root page is a leaf (as in etcd's dbs, with ten buckets).
 func keyBucketRoot(t *testing.T, b []byte) (ps, root uint64) {
 	t.Helper()
-	m := testetcd.Must(boltdb.ReadMeta(bytes.NewReader(b)))(t)
+	m := testetcd.Must(boltpage.ReadMeta(bytes.NewReader(b)))(t)
 	ps = uint64(m.PageSize)
 	le := binary.LittleEndian
 	p := b[m.Root*ps:]

@@ -1,7 +1,10 @@
-// Package boltdb opens etcd's bolt files for etcdkit's offline commands:
-// read-only, without MAP_POPULATE, with a bounded wait for the lock a running
-// etcd holds, and with the resident part of the memory map kept small so
-// that peak RSS does not grow with the size of the db.
+// Package boltdb opens a bolt file with bbolt, mapped read-only, for the
+// offline commands that walk it through bbolt's API (hashkv, verify's schema
+// walk, defrag's source, save's revision): only after boltpage.Check has
+// passed the file, without MAP_POPULATE, with a bounded wait for the lock a
+// running etcd holds, and with the resident part of the mapping kept small
+// so that peak RSS does not grow with the size of the db. Reading without a
+// mapping (the pread scanner) is package boltpage.
 package boltdb
 
 import (
@@ -18,15 +21,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
+
+	"github.com/etcdkit/etcdkit/internal/boltpage"
 )
-
-// ErrInUse reports a db whose lock is held by another process (usually a
-// running etcd) for longer than the caller's timeout.
-var ErrInUse = errors.New("db is in use by another process")
-
-// ErrNotBolt reports a file that is not a bolt database (or whose meta pages
-// are both damaged).
-var ErrNotBolt = errors.New("not a bolt database (bad magic, version or meta checksum)")
 
 // residentLimit is the number of bytes of the mapping that may be resident
 // before the limiter drops them again; dropping is cheap because the pages
@@ -50,46 +47,21 @@ type DB struct {
 	wg      sync.WaitGroup
 }
 
-// Check reads the bolt file at path once with the pread scanner and
-// returns its verdict: nil, or the error of Open or Scan (ErrNotBolt,
-// ErrDamaged, ErrIntegrity, ErrInUse). progress, when set, is told the
-// bytes read as Scan tells it.
-// It returns the names of the top-level buckets.
-func Check(path string, timeout time.Duration, progress func(done, total int64)) ([]string, error) {
-	f, err := Open(path, timeout)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	f.Progress = progress
-	var top []string
-	_, err = f.Scan(func(e Entry) error {
-		if e.Depth == 0 && e.Bucket {
-			top = append(top, string(e.Key))
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return top, nil
-}
-
-// OpenReadOnly opens path read-only with bbolt, after Check passed it:
+// OpenMapped opens path read-only with bbolt, after boltpage.Check passed it:
 // bbolt trusts the pages it maps, and a damaged file (a page that lists
 // itself as its child, an element outside its page) would make it loop,
 // fault, overflow its stack or run out of memory. It waits at most timeout
-// for a shared lock (0 waits forever) and fails with ErrInUse after that;
+// for a shared lock (0 waits forever) and fails with boltpage.ErrInUse after that;
 // progress reports the check's reading.
-func OpenReadOnly(path string, timeout time.Duration, progress func(done, total int64)) (*DB, error) {
+func OpenMapped(path string, timeout time.Duration, progress func(done, total int64)) (*DB, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
 	if fi.IsDir() {
-		return nil, fmt.Errorf("%s: %w: it is a directory", path, ErrNotBolt)
+		return nil, fmt.Errorf("%s: %w: it is a directory", path, boltpage.ErrNotBolt)
 	}
-	top, err := Check(path, timeout, progress)
+	top, err := boltpage.Check(path, timeout, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -111,9 +83,9 @@ func OpenReadOnly(path string, timeout time.Duration, progress func(done, total 
 func classify(err error) error {
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
-		return fmt.Errorf("%w (timed out waiting for its lock; stop etcd or raise --timeout)", ErrInUse)
+		return fmt.Errorf("%w (timed out waiting for its lock; stop etcd or raise --timeout)", boltpage.ErrInUse)
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, berrors.ErrChecksum):
-		return fmt.Errorf("%w: %v", ErrNotBolt, err)
+		return fmt.Errorf("%w: %v", boltpage.ErrNotBolt, err)
 	}
 	return err
 }
@@ -127,24 +99,20 @@ func (d *DB) checkSize() error {
 	}
 	defer tx.Rollback()
 	if want := tx.Size(); want > d.Size {
-		return fmt.Errorf("%w: file is %d bytes but its meta page says %d (truncated copy?)", ErrDamaged, d.Size, want)
+		return fmt.Errorf("%w: file is %d bytes but its meta page says %d (truncated copy?)", boltpage.ErrDamaged, d.Size, want)
 	}
 	return nil
 }
 
-// ErrDamaged reports a bolt file whose pages cannot be read safely: it is
-// truncated, or bolt panicked or faulted on a damaged page.
-var ErrDamaged = errors.New("damaged bolt file")
-
 // Guard runs fn and turns a panic or a memory fault while reading the
-// mapping (a damaged page pointing outside the file) into ErrDamaged instead
+// mapping (a damaged page pointing outside the file) into boltpage.ErrDamaged instead
 // of a crash. Every goroutine that walks bolt pages of untrusted input runs
 // under Guard.
 func Guard(fn func() error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %v", ErrDamaged, r)
+			err = fmt.Errorf("%w: %v", boltpage.ErrDamaged, r)
 		}
 	}()
 	return fn()

@@ -92,7 +92,7 @@ func main() {
 	snapFile, err := os.ReadFile(snaps[len(snaps)-1])
 	must(nil, err)
 
-	write("internal/boltdb/testdata/fuzz/FuzzScan/etcd-snapshot", corpus(snapshot[:len(snapshot)-32]))
+	write("internal/boltpage/testdata/fuzz/FuzzScan/etcd-snapshot", corpus(snapshot[:len(snapshot)-32]))
 	write("internal/etcdfmt/testdata/fuzz/FuzzWALReader/etcd-wal", corpus(usedPart(wal)))
 	write("internal/etcdfmt/testdata/fuzz/FuzzTrailerWriter/etcd-snapshot", corpus(snapshot, uint16(4096), uint16(777)))
 	write("verify/testdata/fuzz/FuzzSnapFile/etcd-snap", corpus(snapFile))

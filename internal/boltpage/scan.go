@@ -1,4 +1,4 @@
-package boltdb
+package boltpage
 
 import (
 	"bytes"

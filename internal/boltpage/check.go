@@ -1,0 +1,50 @@
+// Package boltpage reads bolt's on-disk format below bbolt's API, with
+// pread and no memory map: the meta pages, and the one-pass scanner that
+// walks every tree in key order while checking what bbolt's Tx.Check checks
+// (Check). Every command reads a db through Check before bbolt (package
+// boltdb) may touch it. One function writes: StoreEmptyFreelist, the
+// restore's edit of its own fresh copy.
+package boltpage
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrInUse reports a db whose lock is held by another process (usually a
+// running etcd) for longer than the caller's timeout.
+var ErrInUse = errors.New("db is in use by another process")
+
+// ErrNotBolt reports a file that is not a bolt database (or whose meta pages
+// are both damaged).
+var ErrNotBolt = errors.New("not a bolt database (bad magic, version or meta checksum)")
+
+// ErrDamaged reports a bolt file whose pages cannot be read safely: it is
+// truncated, or bolt panicked or faulted on a damaged page.
+var ErrDamaged = errors.New("damaged bolt file")
+
+// Check reads the bolt file at path once with the pread scanner and
+// returns its verdict: nil, or the error of Open or Scan (ErrNotBolt,
+// ErrDamaged, ErrIntegrity, ErrInUse). progress, when set, is told the
+// bytes read as Scan tells it.
+// It returns the names of the top-level buckets.
+func Check(path string, timeout time.Duration, progress func(done, total int64)) ([]string, error) {
+	f, err := Open(path, timeout)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	f.Progress = progress
+	var top []string
+	_, err = f.Scan(func(e Entry) error {
+		if e.Depth == 0 && e.Bucket {
+			top = append(top, string(e.Key))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return top, nil
+}
