@@ -317,6 +317,14 @@ func (cfg Config) plan(lg *zap.Logger) (*membership.RaftCluster, []*target, erro
 	if (cfg.BumpRevision > 0) != cfg.MarkCompacted {
 		return nil, nil, fmt.Errorf("%w: --bump-revision and --mark-compacted go together", ErrConfig)
 	}
+	if cfg.OutputDir != "" && (cfg.DataDir != "" || cfg.WALDir != "") {
+		return nil, nil, fmt.Errorf("%w: --output-dir writes every member's data dir; it cannot be combined with --data-dir or --wal-dir", ErrConfig)
+	}
+	if cfg.InitialCluster == "" {
+		// etcdutl would use default=http://localhost:2380 whatever the
+		// name; the member being restored is the natural cluster of one.
+		cfg.InitialCluster = cfg.Name + "=" + strings.Join(cfg.PeerURLs, ",")
+	}
 	// Refused before anything is written; the exact limit (the snapshot's
 	// revision plus the bump) is checked again when the db is edited.
 	if cfg.BumpRevision > MaxBump {

@@ -49,25 +49,12 @@ func alarmCommand() *cli.Command {
 }
 
 func recoverNoSpaceCommand() *cli.Command {
-	cmd := defragCommand()
-	var flags []cli.Flag
-	for _, f := range cmd.Flags {
-		switch f.Names()[0] {
-		case "data-dir", "db", "rule", "compact", "dry-run":
-		default:
-			flags = append(flags, f)
-		}
-	}
-	return &cli.Command{
+	return online(&cli.Command{
 		Name:  "recover-nospace",
 		Usage: "recover a cluster that refuses writes with NOSPACE: compact, defragment every member, disarm, prove a write",
-		Flags: flags,
+		Flags: rollingFlags(),
 		Action: withCluster(func(c *cli.Context, cl *cluster.Cluster) error {
-			opts, err := rollingOptions(c)
-			if err != nil {
-				return err
-			}
-			rec, err := alarm.RecoverNoSpace(c.Context, cl, opts)
+			rec, err := alarm.RecoverNoSpace(c.Context, cl, rollingOptions(c))
 			if err != nil {
 				return err
 			}
@@ -82,6 +69,5 @@ func recoverNoSpaceCommand() *cli.Command {
 			}
 			return nil
 		}),
-		OnUsageError: quietUsageError,
-	}
+	})
 }

@@ -21,17 +21,13 @@ func defragCommand() *cli.Command {
 			"Stop etcd first: a db locked by a running etcd is refused after --timeout.\n\n" +
 			"Online (--endpoints, --cluster): one member at a time, learners skipped, the leader last; each\n" +
 			"only when every member is healthy and caught up, and only if --rule holds for it.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "data-dir", Usage: "offline: data dir of a stopped member (its member/snap/db)"},
 			&cli.StringFlag{Name: "db", Usage: "offline: a bolt db file"},
 			&cli.StringFlag{Name: "rule", Usage: "online: defragment a member only when this holds, e.g. 'dbSizeFree > 256*1024*1024 || dbQuotaUsage > 0.8' (names: " + strings.Join(rollingdefrag.RuleVars, ", ") + ")"},
 			&cli.BoolFlag{Name: "compact", Usage: "online: compact to the current revision first"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "online: say what would be done, change nothing"},
-			&cli.BoolFlag{Name: "continue-on-error", Usage: "online: go on with the next member after a failure"},
-			&cli.BoolFlag{Name: "move-leader", Usage: "online: move leadership to a caught-up follower before defragmenting the leader"},
-			&cli.Uint64Flag{Name: "max-index-gap", Value: 1000, Usage: "online: a member more than this many raft entries behind counts as not caught up"},
-			&cli.DurationFlag{Name: "ready-timeout", Value: time.Minute, Usage: "online: how long to wait for the cluster to be healthy before and after each member"},
-		},
+		}, rollingFlags()...),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, "no arguments"); err != nil {
 				return err
@@ -70,23 +66,33 @@ func defragRecord(r defrag.Result) record {
 	}
 }
 
-func rollingOptions(c *cli.Context) (rollingdefrag.Options, error) {
-	rule, err := rollingdefrag.ParseRule(c.String("rule"))
-	if err != nil {
-		return rollingdefrag.Options{}, usageError{err}
+// rollingFlags tune every rolling defrag: defrag's online mode and
+// recover-nospace.
+func rollingFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "continue-on-error", Usage: "online: go on with the next member after a failure"},
+		&cli.BoolFlag{Name: "move-leader", Usage: "online: move leadership to a caught-up follower before defragmenting the leader"},
+		&cli.Uint64Flag{Name: "max-index-gap", Value: 1000, Usage: "online: a member more than this many raft entries behind counts as not caught up"},
+		&cli.DurationFlag{Name: "ready-timeout", Value: time.Minute, Usage: "online: how long to wait for the cluster to be healthy before and after each member"},
 	}
+}
+
+// rollingOptions reads rollingFlags.
+func rollingOptions(c *cli.Context) rollingdefrag.Options {
 	return rollingdefrag.Options{
-		Rule: rule, Compact: c.Bool("compact"), DryRun: c.Bool("dry-run"), ContinueOnError: c.Bool("continue-on-error"),
-		MoveLeader: c.Bool("move-leader"), MaxIndexGap: c.Uint64("max-index-gap"), ReadyTimeout: c.Duration("ready-timeout"),
+		ContinueOnError: c.Bool("continue-on-error"), MoveLeader: c.Bool("move-leader"),
+		MaxIndexGap: c.Uint64("max-index-gap"), ReadyTimeout: c.Duration("ready-timeout"),
 		Log: func(format string, args ...any) { fmt.Fprintf(c.App.ErrWriter, format+"\n", args...) },
-	}, nil
+	}
 }
 
 var rollingDefrag = withCluster(func(c *cli.Context, cl *cluster.Cluster) error {
-	opts, err := rollingOptions(c)
+	rule, err := rollingdefrag.ParseRule(c.String("rule"))
 	if err != nil {
-		return err
+		return usageError{err}
 	}
+	opts := rollingOptions(c)
+	opts.Rule, opts.Compact, opts.DryRun = rule, c.Bool("compact"), c.Bool("dry-run")
 	res, err := rollingdefrag.Run(c.Context, cl, opts)
 	if perr := output(c, rollingRecord(res)); perr != nil {
 		return perr

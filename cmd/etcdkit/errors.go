@@ -16,6 +16,7 @@ import (
 	"github.com/etcdkit/etcdkit/rollingdefrag"
 	"github.com/etcdkit/etcdkit/save"
 	"github.com/etcdkit/etcdkit/scheduler"
+	"github.com/etcdkit/etcdkit/serve"
 	"github.com/etcdkit/etcdkit/snapshot"
 	"github.com/etcdkit/etcdkit/verify"
 )
@@ -34,7 +35,7 @@ var errorCodes = []struct {
 	{exitMismatch, []error{etcdfmt.ErrTrailer}},
 	{exitCorrupt, []error{backup.ErrCorrupt}},
 	{exitInput, []error{backup.ErrIdentity, backup.ErrNoBackup, repo.ErrNotFound, repo.ErrURL, repo.ErrAccess, repo.ErrName, fsutil.ErrTooLarge}},
-	{exitUsage, []error{backup.ErrRetention, scheduler.ErrConfig}},
+	{exitUsage, []error{backup.ErrRetention, scheduler.ErrConfig, serve.ErrConfig}},
 	{exitCorrupt, []error{snapshot.ErrIntegrity, boltpage.ErrIntegrity, boltpage.ErrDamaged, etcdfmt.ErrBadRevKey, etcdfmt.ErrSchema}},
 	{exitInput, []error{etcdfmt.ErrNotEtcd, fs.ErrPermission}},
 	{exitInput, []error{fs.ErrNotExist, boltpage.ErrNotBolt, compact.ErrNoClock, restore.ErrNoTrailer, restore.ErrNotEtcd, hashkv.ErrCompacted, hashkv.ErrFutureRev}},

@@ -56,15 +56,6 @@ func restoreCommand() *cli.Command {
 				BumpRevision:        c.Uint64("bump-revision"),
 				MarkCompacted:       c.Bool("mark-compacted"),
 			}
-			if cfg.InitialCluster == "" {
-				cfg.InitialCluster = cfg.Name + "=" + c.String("initial-advertise-peer-urls")
-			}
-			if cfg.OutputDir != "" && (c.IsSet("data-dir") || c.IsSet("wal-dir")) {
-				return usageError{fmt.Errorf("--output-dir writes every member's data dir; it cannot be combined with --data-dir or --wal-dir")}
-			}
-			if (cfg.BumpRevision > 0) != cfg.MarkCompacted {
-				return usageError{fmt.Errorf("--mark-compacted and --bump-revision N (N > 0) go together")}
-			}
 			if fromRepo {
 				return restoreFromRepo(c, cfg)
 			}

@@ -1,24 +1,19 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/url"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapgrpc"
-	"google.golang.org/grpc/grpclog"
 
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/internal/logging"
-	"github.com/etcdkit/etcdkit/scheduler"
+	"github.com/etcdkit/etcdkit/serve"
 )
 
 // serveDefaults make `etcdkit serve` useful out of the box: a backup at
@@ -65,69 +60,25 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			// etcd's and gRPC's messages go to the same JSON log as ours.
 			etcdLevel, err := logging.ParseLevel(c.String("etcd-log-level"))
 			if err != nil {
 				return usageError{fmt.Errorf("--etcd-log-level: %w", err)}
 			}
-			zl, bridge := logging.Zap(sc.Logger, etcdLevel, "etcd")
-			grpclog.SetLoggerV2(zapgrpc.NewLogger(zl))
-			cfg, err := embedConfig(c, zl)
+			cfg, err := embedConfig(c)
 			if err != nil {
 				return usageError{err}
 			}
-			var eps []string
-			for _, u := range cfg.AdvertiseClientUrls {
-				eps = append(eps, u.String())
-			}
-			sc.Cluster.Endpoints = eps
-			e, err := embed.StartEtcd(cfg)
-			if err != nil {
-				return fmt.Errorf("start etcd: %w", err)
-			}
-			defer func() {
-				bridge.Stopping()
-				e.Close()
-			}()
-			select {
-			case <-e.Server.ReadyNotify():
-			case err := <-e.Err():
-				return fmt.Errorf("etcd: %w", err)
-			case <-time.After(5 * time.Minute):
-				return fmt.Errorf("etcd did not become ready in 5 minutes")
-			}
-			if !c.IsSet("repo") {
-				abs, _ := filepath.Abs(cfg.Dir)
-				sc.Repo = filepath.Join(filepath.Dir(abs), "backups")
-			}
-			sc.Logger.Info("etcd is serving", "name", cfg.Name, "data-dir", cfg.Dir, "client-urls", strings.Join(eps, ","), "repo", sc.Repo)
-			s, err := scheduler.New(sc)
-			if err != nil {
-				return usageError{err}
-			}
-			sigCtx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			ctx, cancel := context.WithCancel(sigCtx)
-			defer cancel()
-			go func() {
-				select {
-				case err := <-e.Err():
-					if err != nil {
-						sc.Logger.Error("etcd stopped serving; stopping", "err", err.Error())
-						cancel()
-					}
-				case <-ctx.Done():
-				}
-			}()
-			return s.Run(ctx)
+			return serve.Run(ctx, serve.Config{Etcd: cfg, EtcdLogLevel: etcdLevel, Scheduler: sc})
 		},
 	}
 }
 
-// embedConfig builds the member's configuration from the flags.
-func embedConfig(c *cli.Context, lg *zap.Logger) (*embed.Config, error) {
+// embedConfig builds the member's configuration from the flags (serve.Run
+// validates it, with etcd's messages in etcdkit's log).
+func embedConfig(c *cli.Context) (*embed.Config, error) {
 	cfg := embed.NewConfig()
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
 	cfg.Name = c.String("name")
 	if cfg.Name == "" {
 		cfg.Name = "default"
@@ -158,5 +109,5 @@ func embedConfig(c *cli.Context, lg *zap.Logger) (*embed.Config, error) {
 	if cfg.InitialCluster == "" {
 		cfg.InitialCluster = cfg.Name + "=" + c.String("initial-advertise-peer-urls")
 	}
-	return cfg, cfg.Validate()
+	return cfg, nil
 }
