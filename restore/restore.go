@@ -47,8 +47,9 @@ const (
 
 // Errors a caller maps to exit codes.
 var (
-	// ErrHashMismatch: the snapshot's bytes do not match its sha256 trailer.
-	ErrHashMismatch = errors.New("snapshot sha256 mismatch")
+	// ErrHashMismatch: the snapshot's bytes do not match its sha256 trailer
+	// (an etcdfmt.TrailerError).
+	ErrHashMismatch = etcdfmt.ErrTrailer
 	// ErrNoTrailer: the input has no sha256 trailer and the hash check was
 	// not skipped.
 	ErrNoTrailer = errors.New("snapshot has no sha256 trailer (a db copied from a data dir? then pass --skip-hash-check)")
@@ -260,9 +261,10 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 	switch {
 	case !cp.HasTrailer && !cfg.SkipHashCheck:
 		return res, fmt.Errorf("%s: %w", name, ErrNoTrailer)
-	case cp.HashChecked && cp.HasTrailer && cp.Actual != cp.Expected:
-		return res, fmt.Errorf("%s: %w: expected %s, got %s (the file is damaged or incomplete)",
-			name, ErrHashMismatch, hex.EncodeToString(cp.Expected[:]), hex.EncodeToString(cp.Actual[:]))
+	case cp.HashChecked && cp.HasTrailer:
+		if err := etcdfmt.CheckTrailer(cp.Size+etcdfmt.SnapshotTrailerLen, cp.Actual, cp.Expected); err != nil {
+			return res, fmt.Errorf("%s: %w", name, err)
+		}
 	}
 	m, err := boltpage.ReadMeta(targets[0].db)
 	if err == nil {
@@ -316,9 +318,6 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 func (cfg Config) plan(lg *zap.Logger) (*membership.RaftCluster, []*target, error) {
 	if (cfg.BumpRevision > 0) != cfg.MarkCompacted {
 		return nil, nil, fmt.Errorf("%w: --bump-revision and --mark-compacted go together", ErrConfig)
-	}
-	if cfg.OutputDir != "" && (cfg.DataDir != "" || cfg.WALDir != "") {
-		return nil, nil, fmt.Errorf("%w: --output-dir writes every member's data dir; it cannot be combined with --data-dir or --wal-dir", ErrConfig)
 	}
 	if cfg.InitialCluster == "" {
 		// etcdutl would use default=http://localhost:2380 whatever the

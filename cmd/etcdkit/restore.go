@@ -56,6 +56,9 @@ func restoreCommand() *cli.Command {
 				BumpRevision:        c.Uint64("bump-revision"),
 				MarkCompacted:       c.Bool("mark-compacted"),
 			}
+			if cfg.OutputDir != "" && (c.IsSet("data-dir") || c.IsSet("wal-dir")) {
+				return usageError{fmt.Errorf("--output-dir writes every member's data dir; it cannot be combined with --data-dir or --wal-dir")}
+			}
 			if fromRepo {
 				return restoreFromRepo(c, cfg)
 			}

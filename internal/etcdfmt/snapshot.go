@@ -47,18 +47,46 @@ func (w *TrailerWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// ErrTrailer reports a snapshot stream whose trailer is missing or wrong.
+// ErrTrailer reports a snapshot whose sha256 trailer is missing or wrong;
+// every such error is a *TrailerError.
 var ErrTrailer = errors.New("snapshot sha256 trailer missing or wrong")
 
-// Check verifies the trailer and returns the hash of the db bytes.
+// TrailerError is the verdict of CheckTrailer against a snapshot: its
+// trailer is missing (Size is not a db plus 32 bytes), or the db's bytes
+// hash to DB where the trailer says Trailer.
+type TrailerError struct {
+	Size        int64 // of the whole snapshot, trailer included
+	Missing     bool
+	DB, Trailer [SnapshotTrailerLen]byte
+}
+
+func (e *TrailerError) Error() string {
+	if e.Missing {
+		return fmt.Sprintf("%d bytes is not a db plus a 32-byte sha256 trailer: no trailer, or an incomplete snapshot", e.Size)
+	}
+	return fmt.Sprintf("sha256 mismatch: expected %x (what the trailer says), got %x (the db's bytes): the file changed after etcd wrote it, or is incomplete", e.Trailer, e.DB)
+}
+
+// Is makes every TrailerError an ErrTrailer.
+func (e *TrailerError) Is(target error) bool { return target == ErrTrailer }
+
+// CheckTrailer is the one verdict on a snapshot's trailer: size is the
+// whole snapshot's, db the sha256 of all but its last 32 bytes and trailer
+// those bytes. It returns nil or a *TrailerError.
+func CheckTrailer(size int64, db, trailer [SnapshotTrailerLen]byte) error {
+	switch {
+	case !HasSnapshotTrailer(size):
+		return &TrailerError{Size: size, Missing: true}
+	case db != trailer:
+		return &TrailerError{Size: size, DB: db, Trailer: trailer}
+	}
+	return nil
+}
+
+// Check verifies the trailer (CheckTrailer) and returns the hash of the db
+// bytes.
 func (w *TrailerWriter) Check() ([SnapshotTrailerLen]byte, error) {
 	var sum [SnapshotTrailerLen]byte
 	copy(sum[:], w.h.Sum(nil))
-	switch {
-	case !HasSnapshotTrailer(w.total):
-		return sum, fmt.Errorf("%w: %d bytes is not a db plus a trailer (incomplete stream?)", ErrTrailer, w.total)
-	case sum != w.tail:
-		return sum, fmt.Errorf("%w: db hashes to %x, trailer says %x", ErrTrailer, sum, w.tail)
-	}
-	return sum, nil
+	return sum, CheckTrailer(w.total, sum, w.tail)
 }
