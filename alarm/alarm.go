@@ -64,8 +64,8 @@ func Disarm(ctx context.Context, c *cluster.Cluster, only string) ([]Alarm, erro
 	})
 }
 
-// ProbeKey is written and deleted to prove that the cluster takes writes.
-const ProbeKey = "__etcdkit/nospace-probe"
+// probeKey is written and deleted to prove that the cluster takes writes.
+const probeKey = "__etcdkit/nospace-probe"
 
 // ErrStillFull reports that the cluster refuses writes after recovery: its
 // live data alone exceeds the quota.
@@ -92,7 +92,7 @@ func RecoverNoSpace(ctx context.Context, c *cluster.Cluster, opts rollingdefrag.
 		return rec, err
 	}
 	gctx, cancel := context.WithTimeout(ctx, c.Timeout())
-	cur, err := c.Client.Get(gctx, ProbeKey, clientv3.WithCountOnly())
+	cur, err := c.Client.Get(gctx, probeKey, clientv3.WithCountOnly())
 	cancel()
 	if err != nil {
 		return rec, fmt.Errorf("%w: %w", cluster.ErrUnreachable, err)
@@ -111,11 +111,11 @@ func RecoverNoSpace(ctx context.Context, c *cluster.Cluster, opts rollingdefrag.
 	}
 	wctx, cancel := context.WithTimeout(ctx, c.Timeout())
 	defer cancel()
-	if _, err := c.Client.Put(wctx, ProbeKey, time.Now().UTC().Format(time.RFC3339)); err != nil {
-		return rec, fmt.Errorf("%w: %v; the live data may exceed the quota: delete data or raise --quota-backend-bytes, then run this again", ErrStillFull, err)
+	if _, err := c.Client.Put(wctx, probeKey, time.Now().UTC().Format(time.RFC3339)); err != nil {
+		return rec, fmt.Errorf("%w: %w; the live data may exceed the quota: delete data or raise --quota-backend-bytes, then run this again", ErrStillFull, err)
 	}
-	if _, err := c.Client.Delete(wctx, ProbeKey); err != nil {
-		return rec, fmt.Errorf("%w: %v", ErrStillFull, err)
+	if _, err := c.Client.Delete(wctx, probeKey); err != nil {
+		return rec, fmt.Errorf("%w: %w", ErrStillFull, err)
 	}
 	rec.WriteOK, rec.Took = true, time.Since(start)
 	return rec, nil

@@ -361,7 +361,7 @@ func (r *Repository) Open(ctx context.Context, m Manifest, identities []age.Iden
 			if errors.Is(err, age.ErrIncorrectIdentity) || errors.As(err, &noMatch) {
 				return nil, fmt.Errorf("%w %s: none of the identities matches its recipients", ErrIdentity, m.ID)
 			}
-			return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, m.ID, err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, m.ID, err)
 		}
 		plain = d
 	}
@@ -392,7 +392,7 @@ type backupReader struct {
 func (b *backupReader) Read(p []byte) (int, error) {
 	n, err := b.raw.Read(p)
 	if err != nil && err != io.EOF && !errors.Is(err, ErrCorrupt) {
-		err = fmt.Errorf("%w: %s: %v", ErrCorrupt, b.id, err)
+		err = fmt.Errorf("%w: %s: %w", ErrCorrupt, b.id, err)
 	}
 	return n, err
 }

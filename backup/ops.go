@@ -97,7 +97,7 @@ func (r *Repository) checkContent(ctx context.Context, m *Manifest, identities [
 		return err
 	}
 	if _, err := tw.Check(); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrCorrupt, m.ID, err)
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, m.ID, err)
 	}
 	now := time.Now().UTC()
 	m.Verified, m.VerifiedAt = true, &now

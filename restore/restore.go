@@ -57,9 +57,9 @@ var (
 	ErrTargetExists = errors.New("refusing to overwrite")
 	// ErrNoSpace: the target file system has too little free space.
 	ErrNoSpace = fsutil.ErrNoSpace
-	// MaxBump bounds --bump-revision: far above any real need (the
+	// maxBump bounds --bump-revision: far above any real need (the
 	// Kubernetes recipe bumps by 10^9), far below where a revision wraps.
-	MaxBump uint64 = 1 << 62
+	maxBump uint64 = 1 << 62
 	// ErrNotEtcd: a bolt file without etcd's buckets.
 	ErrNotEtcd = etcdfmt.ErrNotEtcd
 	// ErrConfig: the cluster flags are inconsistent.
@@ -326,28 +326,28 @@ func (cfg Config) plan(lg *zap.Logger) (*membership.RaftCluster, []*target, erro
 	}
 	// Refused before anything is written; the exact limit (the snapshot's
 	// revision plus the bump) is checked again when the db is edited.
-	if cfg.BumpRevision > MaxBump {
-		return nil, nil, fmt.Errorf("%w: --bump-revision %d: at most %d (a revision must stay below 2^63)", ErrConfig, cfg.BumpRevision, MaxBump)
+	if cfg.BumpRevision > maxBump {
+		return nil, nil, fmt.Errorf("%w: --bump-revision %d: at most %d (a revision must stay below 2^63)", ErrConfig, cfg.BumpRevision, maxBump)
 	}
 	ics, err := types.NewURLsMap(cfg.InitialCluster)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: --initial-cluster %q: %v", ErrConfig, cfg.InitialCluster, err)
+		return nil, nil, fmt.Errorf("%w: --initial-cluster %q: %w", ErrConfig, cfg.InitialCluster, err)
 	}
 	if config.CheckDuplicateURL(ics) {
 		return nil, nil, fmt.Errorf("%w: --initial-cluster %s has a duplicate peer URL", ErrConfig, ics)
 	}
 	cl, err := membership.NewClusterFromURLsMap(lg, cfg.InitialClusterToken, ics)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	verify := func(name string, urls []string) error {
 		purls, err := types.NewURLs(urls)
 		if err != nil {
-			return fmt.Errorf("%w: --initial-advertise-peer-urls %q: %v", ErrConfig, strings.Join(urls, ","), err)
+			return fmt.Errorf("%w: --initial-advertise-peer-urls %q: %w", ErrConfig, strings.Join(urls, ","), err)
 		}
 		sc := config.ServerConfig{Logger: lg, Name: name, PeerURLs: purls, InitialPeerURLsMap: ics, InitialClusterToken: cfg.InitialClusterToken}
 		if err := sc.VerifyBootstrap(); err != nil {
-			return fmt.Errorf("%w: %v", ErrConfig, err)
+			return fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 		return nil
 	}

@@ -123,7 +123,7 @@ func Run(ctx context.Context, c *cluster.Cluster, opts Options) ([]MemberResult,
 			}
 		}
 		r := MemberResult{Endpoint: m.Endpoint, Name: m.Name, ID: m.ID, Before: m.DBSize, InUse: m.DBSizeInUse}
-		vars := Vars(m)
+		vars := memberVars(m)
 		do, err := opts.Rule.Eval(vars)
 		switch {
 		case m.IsLearner:
@@ -131,9 +131,9 @@ func Run(ctx context.Context, c *cluster.Cluster, opts Options) ([]MemberResult,
 		case err != nil:
 			return results, err
 		case !do:
-			r.Action, r.Reason = Skipped, "rule is false: "+FormatVars(vars)
+			r.Action, r.Reason = Skipped, "rule is false: "+formatVars(vars)
 		case opts.DryRun:
-			r.Action, r.Reason = WouldDefragment, FormatVars(vars)
+			r.Action, r.Reason = WouldDefragment, formatVars(vars)
 		default:
 			err = defragMember(ctx, c, m, fresh, readyErr, opts, &r)
 		}

@@ -37,7 +37,7 @@ func ParseRule(src string) (*Rule, error) {
 	}
 	e, err := parser.ParseExpr(src)
 	if err != nil {
-		return nil, fmt.Errorf("%w %q: %v", ErrRule, src, err)
+		return nil, fmt.Errorf("%w %q: %w", ErrRule, src, err)
 	}
 	r := &Rule{src: src, expr: e}
 	vars := map[string]float64{}
@@ -57,8 +57,8 @@ func ParseRule(src string) (*Rule, error) {
 // String is the rule's source.
 func (r *Rule) String() string { return r.src }
 
-// Vars are a member's values for a rule.
-func Vars(s cluster.MemberStatus) map[string]float64 {
+// memberVars are a member's values for a rule.
+func memberVars(s cluster.MemberStatus) map[string]float64 {
 	v := map[string]float64{
 		"dbSize": float64(s.DBSize), "dbSizeInUse": float64(s.DBSizeInUse),
 		"dbSizeFree": float64(s.DBSize - s.DBSizeInUse), "dbQuota": float64(s.DBQuota), "dbQuotaUsage": 0,
@@ -69,8 +69,8 @@ func Vars(s cluster.MemberStatus) map[string]float64 {
 	return v
 }
 
-// FormatVars prints a member's rule values for logs and reasons.
-func FormatVars(v map[string]float64) string {
+// formatVars prints a member's rule values for logs and reasons.
+func formatVars(v map[string]float64) string {
 	var parts []string
 	for k, x := range v {
 		parts = append(parts, fmt.Sprintf("%s=%s", k, strconv.FormatFloat(x, 'g', 6, 64)))

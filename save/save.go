@@ -40,15 +40,15 @@ type Manifest struct {
 	SHA256         string    `json:"sha256"` // of the db bytes: the trailer's value
 }
 
-// ManifestPath is where the manifest of the snapshot at path is written.
-func ManifestPath(path string) string { return path + ".json" }
+// manifestPath is where the manifest of the snapshot at path is written.
+func manifestPath(path string) string { return path + ".json" }
 
 // ReadManifest reads the manifest written beside a snapshot (or the given
 // .json file itself).
 func ReadManifest(path string) (Manifest, error) {
 	p := path
 	if filepath.Ext(p) != ".json" {
-		p = ManifestPath(path)
+		p = manifestPath(path)
 	}
 	b, err := os.ReadFile(p)
 	if err != nil {
@@ -154,16 +154,16 @@ func Snapshot(ctx context.Context, c *cluster.Cluster, path string, opts Options
 		return m, err
 	}
 	ok = true
-	return m, WriteManifest(path, m)
+	return m, writeManifest(path, m)
 }
 
-// WriteManifest writes m beside the snapshot at path, atomically.
-func WriteManifest(path string, m Manifest) error {
+// writeManifest writes m beside the snapshot at path, atomically.
+func writeManifest(path string, m Manifest) error {
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
-	return fsutil.WriteFileSynced(ManifestPath(path), append(b, '\n'), 0o644)
+	return fsutil.WriteFileSynced(manifestPath(path), append(b, '\n'), 0o644)
 }
 
 // pickMember chooses the member to snapshot.

@@ -162,7 +162,7 @@ func New(cfg Config) (*Scheduler, error) {
 			continue
 		}
 		if _, err := s.parser.Parse(spec); err != nil {
-			return nil, fmt.Errorf("%w: --%s-schedule %q: %v", ErrConfig, name, spec, err)
+			return nil, fmt.Errorf("%w: --%s-schedule %q: %w", ErrConfig, name, spec, err)
 		}
 	}
 	if (cfg.BackupSchedule != "" || cfg.BackupAtStart) && cfg.Repo == "" {

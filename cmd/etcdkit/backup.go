@@ -128,60 +128,16 @@ func backupCommand() *cli.Command {
 					&cli.BoolFlag{Name: "verify", Value: true, Usage: "re-read the stored object after the upload"},
 					&cli.StringFlag{Name: "tmp-dir", Usage: "where the snapshot is staged before the upload (default: the system's)"},
 				},
-				Action: withCluster(func(c *cli.Context, cl *cluster.Cluster) error {
-					rs, err := recipients(c.StringSlice("encrypt-to"))
-					if err != nil {
-						return err
-					}
-					r, err := openRepo(c)
-					if err != nil {
-						return err
-					}
-					bar := newProgress(c.App.ErrWriter, "snapshot")
-					m, err := r.Create(c.Context, cl, backup.CreateOptions{
-						Compression: c.String("compression"), Recipients: rs, Verify: c.Bool("verify"), TempDir: c.String("tmp-dir"),
-						Progress: bar.Report,
-					})
-					bar.Done()
-					if err != nil {
-						return err
-					}
-					return output(c, manifestsRecord([]backup.Manifest{m}))
-				}),
+				Action: withCluster(runBackupCreate),
 			}),
 			leaf(&cli.Command{
 				Name: "list", Usage: "the repository's backups, oldest first", Flags: []cli.Flag{flagRepo},
-				Action: func(c *cli.Context) error {
-					r, err := openRepo(c)
-					if err != nil {
-						return err
-					}
-					ms, err := r.List(c.Context)
-					if err != nil {
-						return err
-					}
-					return output(c, manifestsRecord(ms))
-				},
+				Action: withRepo(runBackupList),
 			}),
 			leaf(&cli.Command{
 				Name: "check", Usage: "re-read backups (all, or ID) and verify them against their manifests", ArgsUsage: "[ID]",
-				Flags: []cli.Flag{flagRepo, flagIdentity},
-				Action: func(c *cli.Context) error {
-					r, ids, err := openRepoToRead(c)
-					if err != nil {
-						return err
-					}
-					res, cerr := r.Check(c.Context, c.Args().First(), ids)
-					rec := record{json: res, header: []string{"id", "ok", "checked", "error"}}
-					for _, x := range res {
-						rec.rows = append(rec.rows, []string{x.ID, fmt.Sprint(x.OK), x.Content, x.Error})
-						rec.fields = append(rec.fields, [2]string{x.ID, fmt.Sprintf("%v %s %s", x.OK, x.Content, x.Error)})
-					}
-					if err := output(c, rec); err != nil {
-						return err
-					}
-					return cerr
-				},
+				Flags:  []cli.Flag{flagRepo, flagIdentity},
+				Action: withRepo(runBackupCheck),
 			}),
 			leaf(&cli.Command{
 				Name: "prune", Usage: "delete the backups the retention rules do not keep, and leftovers of interrupted uploads",
@@ -189,63 +145,115 @@ func backupCommand() *cli.Command {
 					&cli.BoolFlag{Name: "dry-run", Usage: "print what is kept and why, delete nothing"},
 					&cli.DurationFlag{Name: "grace", Value: time.Hour, Usage: "leave traces of uploads younger than this (they may still be running)"},
 				}, retentionFlags()...),
-				Action: func(c *cli.Context) error {
-					r, err := openRepo(c)
-					if err != nil {
-						return err
-					}
-					res, err := r.Prune(c.Context, retention(c), c.Duration("grace"), c.Bool("dry-run"))
-					if err != nil {
-						return err
-					}
-					rec := record{json: res, header: []string{"id", "time", "revision", "keep", "why"}}
-					for _, d := range res.Decisions {
-						why := strings.Join(d.Reasons, ", ")
-						rec.rows = append(rec.rows, []string{d.ID, d.Time.Format(time.RFC3339), fmt.Sprint(d.Revision), fmt.Sprint(d.Keep), why})
-						rec.fields = append(rec.fields, [2]string{d.ID, fmt.Sprintf("keep=%v %s", d.Keep, why)})
-					}
-					for _, l := range res.Leftovers {
-						rec.rows = append(rec.rows, []string{l, "", "", "false", "leftover of an interrupted upload"})
-					}
-					return output(c, rec)
-				},
+				Action: withRepo(runBackupPrune),
 			}),
 			leaf(&cli.Command{
 				Name: "delete", Usage: "delete one backup", ArgsUsage: "ID", Flags: []cli.Flag{flagRepo},
-				Action: func(c *cli.Context) error {
-					if err := needArgs(c, 1, "one backup ID"); err != nil {
-						return err
-					}
-					r, err := openRepo(c)
-					if err != nil {
-						return err
-					}
-					m, err := r.Delete(c.Context, c.Args().First())
-					if err != nil {
-						return err
-					}
-					return output(c, manifestsRecord([]backup.Manifest{m}))
-				},
+				Action: withRepo(runBackupDelete),
 			}),
 			leaf(&cli.Command{
 				Name: "copy", Usage: "copy the backups another repository lacks into it (a second site)",
-				Flags: []cli.Flag{flagRepo, &cli.StringFlag{Name: "to", Required: true, Usage: "the other repository's URL"}},
-				Action: func(c *cli.Context) error {
-					r, err := openRepo(c)
-					if err != nil {
-						return err
-					}
-					dst, err := backup.Open(c.Context, c.String("to"))
-					if err != nil {
-						return err
-					}
-					ms, err := r.CopyTo(c.Context, dst)
-					if err != nil {
-						return err
-					}
-					return output(c, manifestsRecord(ms))
-				},
+				Flags:  []cli.Flag{flagRepo, &cli.StringFlag{Name: "to", Required: true, Usage: "the other repository's URL"}},
+				Action: withRepo(runBackupCopy),
 			}),
 		},
 	}
+}
+
+// withRepo opens the --repo repository before fn.
+func withRepo(fn func(c *cli.Context, r *backup.Repository) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		r, err := openRepo(c)
+		if err != nil {
+			return err
+		}
+		return fn(c, r)
+	}
+}
+
+func runBackupCreate(c *cli.Context, cl *cluster.Cluster) error {
+	rs, err := recipients(c.StringSlice("encrypt-to"))
+	if err != nil {
+		return err
+	}
+	r, err := openRepo(c)
+	if err != nil {
+		return err
+	}
+	bar := newProgress(c.App.ErrWriter, "snapshot")
+	m, err := r.Create(c.Context, cl, backup.CreateOptions{
+		Compression: c.String("compression"), Recipients: rs, Verify: c.Bool("verify"), TempDir: c.String("tmp-dir"),
+		Progress: bar.Report,
+	})
+	bar.Done()
+	if err != nil {
+		return err
+	}
+	return output(c, manifestsRecord([]backup.Manifest{m}))
+}
+
+func runBackupList(c *cli.Context, r *backup.Repository) error {
+	ms, err := r.List(c.Context)
+	if err != nil {
+		return err
+	}
+	return output(c, manifestsRecord(ms))
+}
+
+// runBackupCheck prints every result, then fails if any backup did.
+func runBackupCheck(c *cli.Context, r *backup.Repository) error {
+	ids, err := identities(c)
+	if err != nil {
+		return err
+	}
+	res, cerr := r.Check(c.Context, c.Args().First(), ids)
+	rec := record{json: res, header: []string{"id", "ok", "checked", "error"}}
+	for _, x := range res {
+		rec.rows = append(rec.rows, []string{x.ID, fmt.Sprint(x.OK), x.Content, x.Error})
+		rec.fields = append(rec.fields, [2]string{x.ID, fmt.Sprintf("%v %s %s", x.OK, x.Content, x.Error)})
+	}
+	if err := output(c, rec); err != nil {
+		return err
+	}
+	return cerr
+}
+
+func runBackupPrune(c *cli.Context, r *backup.Repository) error {
+	res, err := r.Prune(c.Context, retention(c), c.Duration("grace"), c.Bool("dry-run"))
+	if err != nil {
+		return err
+	}
+	rec := record{json: res, header: []string{"id", "time", "revision", "keep", "why"}}
+	for _, d := range res.Decisions {
+		why := strings.Join(d.Reasons, ", ")
+		rec.rows = append(rec.rows, []string{d.ID, d.Time.Format(time.RFC3339), fmt.Sprint(d.Revision), fmt.Sprint(d.Keep), why})
+		rec.fields = append(rec.fields, [2]string{d.ID, fmt.Sprintf("keep=%v %s", d.Keep, why)})
+	}
+	for _, l := range res.Leftovers {
+		rec.rows = append(rec.rows, []string{l, "", "", "false", "leftover of an interrupted upload"})
+	}
+	return output(c, rec)
+}
+
+func runBackupDelete(c *cli.Context, r *backup.Repository) error {
+	if err := needArgs(c, 1, "one backup ID"); err != nil {
+		return err
+	}
+	m, err := r.Delete(c.Context, c.Args().First())
+	if err != nil {
+		return err
+	}
+	return output(c, manifestsRecord([]backup.Manifest{m}))
+}
+
+func runBackupCopy(c *cli.Context, r *backup.Repository) error {
+	dst, err := backup.Open(c.Context, c.String("to"))
+	if err != nil {
+		return err
+	}
+	ms, err := r.CopyTo(c.Context, dst)
+	if err != nil {
+		return err
+	}
+	return output(c, manifestsRecord(ms))
 }

@@ -85,7 +85,7 @@ func classify(err error) error {
 	case errors.Is(err, berrors.ErrTimeout):
 		return fmt.Errorf("%w (timed out waiting for its lock; stop etcd or raise --timeout)", boltpage.ErrInUse)
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, berrors.ErrChecksum):
-		return fmt.Errorf("%w: %v", boltpage.ErrNotBolt, err)
+		return fmt.Errorf("%w: %w", boltpage.ErrNotBolt, err)
 	}
 	return err
 }

@@ -86,7 +86,7 @@ func (m Meta) page(id uint64) []byte {
 func ReadMeta(f io.ReaderAt) (Meta, error) {
 	var first [pageHeaderSize + metaSize]byte
 	if _, err := f.ReadAt(first[:], 0); err != nil {
-		return Meta{}, fmt.Errorf("%w: reading meta page 0: %v", ErrNotBolt, err)
+		return Meta{}, fmt.Errorf("%w: reading meta page 0: %w", ErrNotBolt, err)
 	}
 	// Meta 0 tells the page size; if it is damaged, bolt falls back to
 	// meta 1 and probes the usual page sizes, and so do we.
@@ -103,7 +103,7 @@ func ReadMeta(f io.ReaderAt) (Meta, error) {
 	for _, ps := range sizes {
 		var second [pageHeaderSize + metaSize]byte
 		if _, err := f.ReadAt(second[:], ps); err != nil {
-			err1 = fmt.Errorf("%w: reading meta page 1: %v", ErrNotBolt, err)
+			err1 = fmt.Errorf("%w: reading meta page 1: %w", ErrNotBolt, err)
 			continue
 		}
 		if m1, err1 = decodeMeta(second[:]); err1 == nil && int64(m1.PageSize) == ps {

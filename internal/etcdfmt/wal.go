@@ -104,11 +104,11 @@ func (w *WALReader) Next() (WALRecord, error) {
 	}
 	raw := make([]byte, recBytes+padBytes)
 	if _, err := io.ReadFull(w.r, raw); err != nil {
-		return WALRecord{}, fmt.Errorf("%w: record at offset %d: %v", ErrWALShort, w.off, err)
+		return WALRecord{}, fmt.Errorf("%w: record at offset %d: %w", ErrWALShort, w.off, err)
 	}
 	rec := WALRecord{Offset: w.off, Size: walFrameBytes + recBytes + padBytes, Record: &walpb.Record{}, raw: raw}
 	if err := proto.Unmarshal(raw[:recBytes], rec.Record); err != nil {
-		return rec, fmt.Errorf("%w: record at offset %d: %v", ErrWALBadRecord, w.off, err)
+		return rec, fmt.Errorf("%w: record at offset %d: %w", ErrWALBadRecord, w.off, err)
 	}
 	w.off += rec.Size
 	return rec, nil

@@ -40,7 +40,7 @@ func TempSibling(path, marker string) (string, error) {
 		base = base[:n]
 	}
 	prefix := "." + base + marker
-	RemoveStale(parent, prefix)
+	removeStale(parent, prefix)
 	var rnd [4]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return "", err
@@ -48,9 +48,9 @@ func TempSibling(path, marker string) (string, error) {
 	return filepath.Join(parent, fmt.Sprintf("%s%d-%x", prefix, os.Getpid(), rnd)), nil
 }
 
-// RemoveStale removes the entries of dir named prefix<pid>... whose process
+// removeStale removes the entries of dir named prefix<pid>... whose process
 // is gone: what a run killed mid-way (kill -9) left under a temporary name.
-func RemoveStale(dir, prefix string) {
+func removeStale(dir, prefix string) {
 	stale, _ := filepath.Glob(filepath.Join(dir, globEscape(prefix)+"*"))
 	for _, s := range stale {
 		var pid int
@@ -69,7 +69,7 @@ func MkdirTemp(dir, prefix string) (string, error) {
 	if dir == "" {
 		dir = os.TempDir()
 	}
-	RemoveStale(dir, prefix)
+	removeStale(dir, prefix)
 	return os.MkdirTemp(dir, fmt.Sprintf("%s%d-", prefix, os.Getpid()))
 }
 
