@@ -1,3 +1,10 @@
+// Package rollingdefrag defragments the members of a running cluster one at
+// a time (etcdctl defrag, made safe): learners skipped, followers first and
+// the leader last (optionally after moving leadership), each only when every
+// member is healthy and caught up before and after it, and only if the
+// member's rule holds: a condition over its sizes in a small expression
+// language (Rule). alarm's NOSPACE recovery and the scheduler use it; the
+// offline rewrite of a stopped member's db is package defrag.
 package rollingdefrag
 
 import (

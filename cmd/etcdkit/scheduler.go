@@ -208,9 +208,8 @@ func schedulerCommand() *cli.Command {
 		Usage: "run backups, compaction and defrag on cron schedules beside a cluster (one active instance, elected through etcd)",
 		Description: "Every flag is also an ETCDKIT_* variable (ETCDKIT_BACKUP_SCHEDULE, ...) and a key of the --config\n" +
 			"YAML file. JSON logs on stderr; Prometheus metrics, /healthz, /readyz and /status on --metrics-addr.",
-		Flags:        flags,
-		Before:       loadConfigFile(flags),
-		OnUsageError: quietUsageError,
+		Flags:  flags,
+		Before: loadConfigFile(flags),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, "no arguments"); err != nil {
 				return err

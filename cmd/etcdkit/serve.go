@@ -49,9 +49,8 @@ func serveCommand() *cli.Command {
 		Description: "The scheduler's flags apply; the defaults take a backup at start and every 30 minutes, keep 48,\n" +
 			"compact every 5 minutes keeping 10000 revisions, defragment daily when 64 MiB are free and\n" +
 			"recover from NOSPACE by themselves.",
-		Flags:        flags,
-		Before:       loadConfigFile(flags),
-		OnUsageError: quietUsageError,
+		Flags:  flags,
+		Before: loadConfigFile(flags),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, "no arguments"); err != nil {
 				return err
