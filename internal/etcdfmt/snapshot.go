@@ -64,7 +64,7 @@ func (e *TrailerError) Error() string {
 	if e.Missing {
 		return fmt.Sprintf("%d bytes is not a db plus a 32-byte sha256 trailer: no trailer, or an incomplete snapshot", e.Size)
 	}
-	return fmt.Sprintf("sha256 mismatch: expected %x (what the trailer says), got %x (the db's bytes): the file changed after etcd wrote it, or is incomplete", e.Trailer, e.DB)
+	return fmt.Sprintf("snapshot sha256 mismatch: expected %x, got %x (what the trailer says, and what the db's bytes hash to): the file changed after etcd wrote it, or is incomplete", e.Trailer, e.DB)
 }
 
 // Is makes every TrailerError an ErrTrailer.

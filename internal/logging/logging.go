@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
 )
 
 // New returns the JSON logger writing to w at level and above.
@@ -119,7 +120,7 @@ func closedOnStop(fs []zapcore.Field) bool {
 		if f.Type != zapcore.ErrorType || !ok {
 			continue
 		}
-		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) ||
+		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, grpc.ErrServerStopped) ||
 			strings.Contains(err.Error(), "closed") {
 			return true
 		}
