@@ -21,7 +21,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/server/v3/storage/datadir"
 
-	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
 )
@@ -67,7 +67,12 @@ type Result struct {
 // DBPath returns the db file of a data dir.
 func DBPath(dataDir string) string { return datadir.ToBackendFileName(dataDir) }
 
-// Defrag defragments the bolt db at path in place.
+// Defrag defragments the bolt db at path in place. The source is read with
+// the pread scanner twice under one shared lock (a running etcd cannot
+// open it meanwhile): once to check it (a damaged db is refused before
+// anything is written) and to learn its live size, once to copy its
+// buckets, keys and values in key order into the new file. It is never
+// mapped.
 func Defrag(ctx context.Context, path string, opts Options) (res Result, err error) {
 	start := time.Now()
 	res.Path = path
@@ -75,27 +80,27 @@ func Defrag(ctx context.Context, path string, opts Options) (res Result, err err
 	if err != nil {
 		return res, err
 	}
-	src, err := boltdb.OpenMapped(path, opts.LockTimeout, nil)
-	if err == nil {
-		if err = etcdfmt.CheckBuckets(src.Buckets); err != nil {
-			src.Close()
-			err = fmt.Errorf("%s: %w", path, err)
-		}
-	}
+	src, err := boltpage.Open(path, opts.LockTimeout)
 	if err != nil {
 		return res, err
 	}
 	defer src.Close()
 	res.Before = fi.Size()
-
-	err = boltdb.Guard(func() error {
-		res.InUse, err = inUse(src)
-		return err
+	var top []string
+	pages, err := src.Scan(func(e boltpage.Entry) error {
+		if e.Depth == 0 && e.Bucket {
+			top = append(top, string(e.Key))
+		}
+		return nil
 	})
-	src.DropResident()
+	if err == nil {
+		err = etcdfmt.CheckBuckets(top)
+	}
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", path, err)
 	}
+	res.InUse = int64(pages.Reachable) * int64(src.Meta.PageSize)
+
 	free, err := fsutil.Free(filepath.Dir(path))
 	if err != nil {
 		return res, err
@@ -134,29 +139,12 @@ func Defrag(ctx context.Context, path string, opts Options) (res Result, err err
 	return res, nil
 }
 
-// inUse returns the bytes of the pages the db's buckets use (bolt's
-// per-bucket statistics read page headers only).
-func inUse(db *boltdb.DB) (int64, error) {
-	var pages int64
-	var pageSize int64
-	err := db.View(func(tx *bolt.Tx) error {
-		pageSize = int64(tx.DB().Info().PageSize)
-		pages = 4 // meta pages, the root bucket's page, slack
-		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
-			s := b.Stats()
-			pages += int64(s.BranchPageN + s.BranchOverflowN + s.LeafPageN + s.LeafOverflowN)
-			return nil
-		})
-	})
-	return pages * pageSize, err
-}
-
 // copyDB writes every bucket of src into a new bolt file at tmp with the
 // owner and mode of the original, and syncs it.
-func copyDB(ctx context.Context, src *boltdb.DB, tmp string, orig os.FileInfo, total int64, progress func(done, total int64)) error {
+func copyDB(ctx context.Context, src *boltpage.File, tmp string, orig os.FileInfo, total int64, progress func(done, total int64)) error {
 	dst, err := bolt.Open(tmp, orig.Mode().Perm(), &bolt.Options{
 		NoSync: true, NoGrowSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
-		PageSize: src.Info().PageSize, Timeout: time.Second,
+		PageSize: int(src.Meta.PageSize), Timeout: time.Second,
 		// Map the expected size at once: every remap of a growing bolt
 		// file first copies all pending node data out of the mapping.
 		InitialMmapSize: int(total + headroom),
@@ -175,17 +163,11 @@ func copyDB(ctx context.Context, src *boltdb.DB, tmp string, orig os.FileInfo, t
 			return err
 		}
 	}
-	w := &writer{ctx: ctx, dst: dst, src: src, total: total, progress: progress}
-	err = boltdb.Guard(func() error {
-		return src.View(func(tx *bolt.Tx) error {
-			if w.tx, err = dst.Begin(true); err != nil {
-				return err
-			}
-			return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-				return w.copyBucket(b, [][]byte{name})
-			})
-		})
-	})
+	w := &writer{ctx: ctx, dst: dst, total: total, progress: progress}
+	if w.tx, err = dst.Begin(true); err != nil {
+		return err
+	}
+	_, err = src.Scan(w.entry)
 	if err == nil {
 		err = w.tx.Commit()
 		if progress != nil {
@@ -204,18 +186,35 @@ func copyDB(ctx context.Context, src *boltdb.DB, tmp string, orig os.FileInfo, t
 	return dst.Close()
 }
 
-// writer holds the destination's open write transaction and commits it
-// every commitBytes.
+// slabSize is the unit in which the writer keeps copies of keys and
+// values: bbolt needs them valid until the transaction commits, and the
+// scanner reuses its buffers.
+const slabSize = 4 << 20
+
+// writer builds the new file from the scan's entries (depth first, in key
+// order) in one open write transaction, committed every commitBytes.
 type writer struct {
 	ctx      context.Context
 	dst      *bolt.DB
-	src      *boltdb.DB
 	tx       *bolt.Tx
-	gen      int // incremented at every commit: cached buckets are stale
+	gen      int      // incremented at every commit: cached buckets are stale
+	path     [][]byte // the bucket the next entry at depth len(path) is in
+	cur      *bolt.Bucket
+	curGen   int
+	slab     []byte
 	pending  int
 	done     int64
 	total    int64
 	progress func(done, total int64)
+}
+
+// keep copies b into the current slab.
+func (w *writer) keep(b []byte) []byte {
+	if cap(w.slab)-len(w.slab) < len(b) {
+		w.slab = make([]byte, 0, max(slabSize, len(b)))
+	}
+	w.slab = append(w.slab, b...)
+	return w.slab[len(w.slab)-len(b) : len(w.slab) : len(w.slab)]
 }
 
 // bucket resolves a bucket path in the current transaction.
@@ -227,46 +226,44 @@ func (w *writer) bucket(path [][]byte) *bolt.Bucket {
 	return b
 }
 
-func (w *writer) copyBucket(src *bolt.Bucket, path [][]byte) error {
-	var parent interface {
-		CreateBucket([]byte) (*bolt.Bucket, error)
-	} = w.tx
-	if len(path) > 1 {
-		parent = w.bucket(path[:len(path)-1])
+// entry copies one entry of the scan.
+func (w *writer) entry(e boltpage.Entry) error {
+	if e.Depth < len(w.path) {
+		w.path, w.cur = w.path[:e.Depth], nil
 	}
-	b, err := parent.CreateBucket(path[len(path)-1])
-	if err != nil {
-		return fmt.Errorf("create bucket %q: %w", path, err)
+	if e.Bucket {
+		var parent interface {
+			CreateBucket([]byte) (*bolt.Bucket, error)
+		} = w.tx
+		if len(w.path) > 0 {
+			parent = w.bucket(w.path)
+		}
+		name := w.keep(e.Key)
+		b, err := parent.CreateBucket(name)
+		if err != nil {
+			return fmt.Errorf("create bucket %q: %w", append(w.path, name), err)
+		}
+		if err := b.SetSequence(e.Sequence); err != nil {
+			return err
+		}
+		w.path, w.cur = append(w.path, name), nil
+		return nil
 	}
-	if err := b.SetSequence(src.Sequence()); err != nil {
-		return err
+	if e.Depth == 0 {
+		return fmt.Errorf("%w: top-level entry %q is not a bucket", etcdfmt.ErrSchema, e.Key)
 	}
-	b.FillPercent = 1.0
-	gen := w.gen
-	c := src.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if v == nil { // a nested bucket
-			if err := w.copyBucket(src.Bucket(k), append(path[:len(path):len(path)], k)); err != nil {
-				return err
-			}
-			continue
-		}
-		if w.gen != gen {
-			b, gen = w.bucket(path), w.gen
-			b.FillPercent = 1.0
-		}
-		if err := b.Put(k, v); err != nil {
-			return fmt.Errorf("bucket %q: %w", path, err)
-		}
-		n := len(k) + len(v)
-		w.src.Touched(n)
-		w.pending += n
-		w.done += int64(n)
-		if w.pending >= commitBytes {
-			if err := w.commit(); err != nil {
-				return err
-			}
-		}
+	if w.cur == nil || w.curGen != w.gen {
+		w.cur, w.curGen = w.bucket(w.path), w.gen
+		w.cur.FillPercent = 1.0 // keys arrive in order: pack pages full
+	}
+	if err := w.cur.Put(w.keep(e.Key), w.keep(e.Value)); err != nil {
+		return fmt.Errorf("bucket %q: %w", w.path, err)
+	}
+	n := len(e.Key) + len(e.Value)
+	w.pending += n
+	w.done += int64(n)
+	if w.pending >= commitBytes {
+		return w.commit()
 	}
 	return nil
 }
@@ -284,6 +281,7 @@ func (w *writer) commit() error {
 		return err
 	}
 	w.tx, w.pending = tx, 0
+	w.slab = nil // the committed transaction no longer needs the copies
 	w.gen++
 	if w.progress != nil {
 		w.progress(w.done, w.total)

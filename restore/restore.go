@@ -183,25 +183,26 @@ func Restore(ctx context.Context, cfg Config, path string) (Result, error) {
 		return Result{}, fmt.Errorf("%s: %w", path, err)
 	}
 	// bbolt edits the copies: it must only see pages the scanner passed.
-	// The source is checked before anything is written.
-	if err := checkDB(path, path); err != nil {
-		return Result{}, err
-	}
+	// The source is scanned while it is copied (the copy is the long
+	// part), and the edit waits for the verdict; nothing is committed
+	// before it.
+	verdict := make(chan error, 1)
+	go func() { verdict <- checkDB(path, path) }()
 	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
-	return restoreFrom(ctx, cfg, f, path, fi.Size(), true)
+	return restoreFrom(ctx, cfg, f, path, fi.Size(), func() error { return <-verdict })
 }
 
 // RestoreFrom restores a snapshot read from r; name says where it comes
 // from in messages about the input. size is its length in bytes if known
 // (for the free-space check), else -1.
 func RestoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size int64) (Result, error) {
-	return restoreFrom(ctx, cfg, r, name, size, false)
+	return restoreFrom(ctx, cfg, r, name, size, nil)
 }
 
 // checkDB runs bolt's checks (boltpage.Check) on the db at path and refuses
 // one without etcd's buckets, naming the input as name.
 func checkDB(path, name string) error {
-	top, err := boltpage.Check(path, time.Second, nil)
+	top, err := boltpage.Check(path, time.Second, nil, nil)
 	switch {
 	case err != nil && name == path:
 		return err
@@ -214,9 +215,10 @@ func checkDB(path, name string) error {
 	return nil
 }
 
-// restoreFrom is RestoreFrom; scanned says the source already passed
-// boltpage.Check, else the first copy is checked before bbolt edits it.
-func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size int64, scanned bool) (res Result, err error) {
+// restoreFrom is RestoreFrom; scanned, when set, waits for the verdict of
+// a check of the source already under way; else the first copy is checked.
+// Either way bbolt edits a copy only after it passed.
+func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size int64, scanned func() error) (res Result, err error) {
 	lg := cfg.Logger
 	if lg == nil {
 		lg = zap.NewNop()
@@ -273,10 +275,12 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", name, err)
 	}
-	if !scanned {
-		if err := checkDB(targets[0].dbPath(), name); err != nil {
-			return res, err
-		}
+	check := scanned
+	if check == nil {
+		check = func() error { return checkDB(targets[0].dbPath(), name) }
+	}
+	if err := check(); err != nil {
+		return res, err
 	}
 	res.DBSize = cp.Size
 	if cp.HashChecked && cp.HasTrailer {

@@ -201,7 +201,7 @@ func clusterID(ctx context.Context, c *cluster.Cluster) (string, error) {
 // snapshot's own revision, which a separate read of the cluster would race
 // with writes.
 func latestRevision(path string) (int64, error) {
-	db, err := boltdb.OpenMapped(path, time.Second, nil)
+	db, err := boltdb.OpenMapped(path, time.Second, nil, nil)
 	if err != nil {
 		return 0, err
 	}

@@ -34,7 +34,7 @@ type dbFacts struct {
 func (r *Report) checkDB(path string, opts Options) (dbFacts, error) {
 	// OpenReadOnly runs the pread scan (bolt's checks) before bbolt maps
 	// the file: the schema walk reads only a db whose pages are sound.
-	db, err := boltdb.OpenMapped(path, opts.LockTimeout, opts.Progress)
+	db, err := boltdb.OpenMapped(path, opts.LockTimeout, opts.Progress, nil)
 	c := r.check("bolt", path)
 	switch {
 	case errors.Is(err, boltpage.ErrInUse), errors.Is(err, fs.ErrPermission):

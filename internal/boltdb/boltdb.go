@@ -53,7 +53,9 @@ type DB struct {
 // fault, overflow its stack or run out of memory. It waits at most timeout
 // for a shared lock (0 waits forever) and fails with boltpage.ErrInUse after that;
 // progress reports the check's reading.
-func OpenMapped(path string, timeout time.Duration, progress func(done, total int64)) (*DB, error) {
+//
+// entry, when set, sees every entry of the check's scan (boltpage.Check).
+func OpenMapped(path string, timeout time.Duration, progress func(done, total int64), entry func(boltpage.Entry) error) (*DB, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -61,7 +63,7 @@ func OpenMapped(path string, timeout time.Duration, progress func(done, total in
 	if fi.IsDir() {
 		return nil, fmt.Errorf("%s: %w: it is a directory", path, boltpage.ErrNotBolt)
 	}
-	top, err := boltpage.Check(path, timeout, progress)
+	top, err := boltpage.Check(path, timeout, progress, entry)
 	if err != nil {
 		return nil, err
 	}

@@ -29,7 +29,11 @@ var ErrDamaged = errors.New("damaged bolt file")
 // ErrDamaged, ErrIntegrity, ErrInUse). progress, when set, is told the
 // bytes read as Scan tells it.
 // It returns the names of the top-level buckets.
-func Check(path string, timeout time.Duration, progress func(done, total int64)) ([]string, error) {
+//
+// fn, when set, sees every entry as Scan passes it (a caller that needs one
+// pass over the entries anyway saves a read); its error stops the check.
+// What fn learned counts only if Check returns nil.
+func Check(path string, timeout time.Duration, progress func(done, total int64), fn func(Entry) error) ([]string, error) {
 	f, err := Open(path, timeout)
 	if err != nil {
 		return nil, err
@@ -40,6 +44,9 @@ func Check(path string, timeout time.Duration, progress func(done, total int64))
 	_, err = f.Scan(func(e Entry) error {
 		if e.Depth == 0 && e.Bucket {
 			top = append(top, string(e.Key))
+		}
+		if fn != nil {
+			return fn(e)
 		}
 		return nil
 	})

@@ -124,6 +124,8 @@ type Entry struct {
 	// Key and Value are only valid during the call; Value is nil for a
 	// bucket.
 	Key, Value []byte
+	// Sequence is a bucket's sequence number (bbolt's NextSequence).
+	Sequence uint64
 }
 
 // Scan reads the file's tree once, depth first in key order, and calls fn
@@ -443,11 +445,14 @@ func (s *scanner) walkLeaf(p []byte, id uint64, depth, lvl int, lo, hi []byte) (
 		prev = key
 		bucket := flags&bucketLeafFlag != 0
 		if s.fn != nil {
-			v := val
+			e := Entry{Depth: depth, Bucket: bucket, Key: key, Value: val}
 			if bucket {
-				v = nil
+				e.Value = nil
+				if len(val) >= bucketHeaderSize {
+					e.Sequence = binary.LittleEndian.Uint64(val[8:])
+				}
 			}
-			if err := s.fn(Entry{Depth: depth, Bucket: bucket, Key: key, Value: v}); err != nil {
+			if err := s.fn(e); err != nil {
 				return nil, err
 			}
 		}
