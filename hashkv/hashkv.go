@@ -4,7 +4,6 @@
 package hashkv
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -15,7 +14,6 @@ import (
 	"go.etcd.io/etcd/server/v3/storage/datadir"
 
 	"github.com/etcdkit/etcdkit/internal/boltdb"
-	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 )
 
@@ -55,12 +53,7 @@ func Compute(path string, rev int64, lockTimeout time.Duration) (Result, error) 
 	if rev < 0 {
 		return Result{}, fmt.Errorf("revision %d: must not be negative", rev)
 	}
-	// Pass 1 rides on the check's scan: the newest entry of every key at
-	// or below rev (all of them for the latest), which decides which
-	// entries at or below the compact revision the index keeps. bbolt then
-	// reads only a db the scan passed, once, for the hash.
-	p1 := newPass1(rev)
-	db, err := boltdb.OpenMapped(path, lockTimeout, nil, p1.entry)
+	db, err := boltdb.OpenMapped(path, lockTimeout, nil, nil)
 	if err != nil {
 		return Result{}, err
 	}
@@ -74,7 +67,7 @@ func Compute(path string, rev int64, lockTimeout time.Duration) (Result, error) 
 	}
 	defer tx.Rollback()
 	var res Result
-	err = boltdb.Guard(func() (err error) { res, err = compute(db, tx, rev, p1); return err })
+	err = boltdb.Guard(func() (err error) { res, err = compute(db, tx, rev); return err })
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", path, err)
 	}
@@ -87,46 +80,7 @@ type keyState struct {
 	tomb bool
 }
 
-// pass1 collects, during the check's scan, the newest entry of every key
-// at or below rev (0: all).
-type pass1 struct {
-	rev    int64
-	ids    etcdfmt.KeyHasher
-	newest map[etcdfmt.KeyID]keyState
-	inKey  bool // the scan is in the key bucket
-}
-
-func newPass1(rev int64) *pass1 {
-	return &pass1{rev: rev, ids: etcdfmt.NewKeyHasher(), newest: map[etcdfmt.KeyID]keyState{}}
-}
-
-func (p *pass1) entry(e boltpage.Entry) error {
-	if e.Depth == 0 {
-		p.inKey = e.Bucket && bytes.Equal(e.Key, etcdfmt.BucketKey)
-		return nil
-	}
-	if e.Depth != 1 || !p.inKey {
-		return nil
-	}
-	if e.Bucket {
-		return fmt.Errorf("%w: key bucket entry %x is a bucket", etcdfmt.ErrSchema, e.Key)
-	}
-	r, tomb, err := etcdfmt.ParseRevKey(e.Key)
-	if err != nil {
-		return err
-	}
-	if p.rev > 0 && r.Main > p.rev {
-		return nil
-	}
-	kv, err := etcdfmt.ParseKeyValue(e.Value)
-	if err != nil {
-		return fmt.Errorf("key bucket revision %d_%d: %w", r.Main, r.Sub, err)
-	}
-	p.newest[p.ids.ID(kv.Key)] = keyState{rev: r, tomb: tomb}
-	return nil
-}
-
-func compute(db *boltdb.DB, tx *bolt.Tx, rev int64, p1 *pass1) (Result, error) {
+func compute(db *boltdb.DB, tx *bolt.Tx, rev int64) (Result, error) {
 	keyB := tx.Bucket(etcdfmt.BucketKey)
 	if keyB == nil {
 		return Result{}, fmt.Errorf("no %q bucket: not an etcd v3 db", etcdfmt.BucketKey)
@@ -144,10 +98,24 @@ func compute(db *boltdb.DB, tx *bolt.Tx, rev int64, p1 *pass1) (Result, error) {
 		rev = currentRev
 	}
 
-	// Pass 1 (in the check's scan) found the newest entry of every key.
-	ids, newest := p1.ids, p1.newest
+	// Pass 1: the newest entry of every key at or below rev, which decides
+	// which entries at or below the compact revision the index keeps.
+	ids := etcdfmt.NewKeyHasher()
+	var newest map[etcdfmt.KeyID]keyState
 	keepAny := false
 	if compactRev > 0 {
+		newest = make(map[etcdfmt.KeyID]keyState)
+		err := forEachUpTo(db, keyB, rev, func(r etcdfmt.Revision, tomb bool, k, v []byte) error {
+			kv, err := etcdfmt.ParseKeyValue(v)
+			if err != nil {
+				return err
+			}
+			newest[ids.ID(kv.Key)] = keyState{rev: r, tomb: tomb}
+			return nil
+		})
+		if err != nil {
+			return Result{}, err
+		}
 		for _, s := range newest {
 			if !s.tomb {
 				keepAny = true
