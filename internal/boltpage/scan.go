@@ -444,6 +444,12 @@ func (s *scanner) walkLeaf(p []byte, id uint64, depth, lvl int, lo, hi []byte) (
 		s.checkOrder(id, "leaf", i, key, prev, hi)
 		prev = key
 		bucket := flags&bucketLeafFlag != 0
+		if depth == 0 && !bucket {
+			// bbolt's root bucket holds only buckets (a Tx has no Put):
+			// a meta page whose root is some bucket's page says this.
+			s.problem("page %d: the root bucket holds %q, which is not a bucket (stack: %v)", id, key, s.stack)
+			continue
+		}
 		if s.fn != nil {
 			e := Entry{Depth: depth, Bucket: bucket, Key: key, Value: val}
 			if bucket {

@@ -531,3 +531,40 @@ func TestScanEmpty(t *testing.T) {
 		t.Fatalf("Scan: %v, %d entries, %+v; want no error, no entries, 4 pages in use", err, entries, pages)
 	}
 }
+
+// TestRootHoldsOnlyBuckets: a meta page whose root is another bucket's leaf
+// (its entries are keys, not buckets) is damage the scan reports.
+func TestRootHoldsOnlyBuckets(t *testing.T) {
+	src := smallFixture(t, 4096)
+	b := testetcd.Must(os.ReadFile(src))(t)
+	m := testetcd.Must(ReadMeta(bytes.NewReader(b)))(t)
+	// The "key" bucket's root: a leaf of plain keys (the fixture's key
+	// bucket spans pages, so its root has its own page).
+	f := testetcd.Must(Open(src, time.Second))(t)
+	var keyRoot uint64
+	_, err := f.Scan(nil)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := b[int64(m.Root)*int64(m.PageSize):]
+	for i := range int(binary.LittleEndian.Uint16(root[10:])) {
+		e := root[16+16*i:]
+		pos, ksize := binary.LittleEndian.Uint32(e[4:]), binary.LittleEndian.Uint32(e[8:])
+		if string(e[pos:pos+ksize]) == "key" {
+			keyRoot = binary.LittleEndian.Uint64(e[pos+ksize:])
+		}
+	}
+	if keyRoot == 0 {
+		t.Fatal("the fixture's key bucket has no page of its own")
+	}
+	m.Root = keyRoot
+	bad := filepath.Join(t.TempDir(), "root.db")
+	b = append(append(m.page(0), m.page(1)...), b[2*int64(m.PageSize):]...)
+	testetcd.WriteFile(t, bad, b)
+	f = testetcd.Must(Open(bad, time.Second))(t)
+	defer f.Close()
+	if _, err := f.Scan(nil); !errors.Is(err, ErrIntegrity) || !strings.Contains(err.Error(), "not a bucket") {
+		t.Fatalf("scan: %v, want %v naming an entry that is not a bucket", err, ErrIntegrity)
+	}
+}
