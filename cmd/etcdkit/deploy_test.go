@@ -15,7 +15,7 @@ import (
 )
 
 // deployFile reads a file under deploy/.
-func deployFile(t *testing.T, name string) string {
+func deployFile(t testing.TB, name string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(testetcd.RepoRoot(t), "deploy", name))
 	if err != nil {
@@ -85,28 +85,12 @@ func TestDeployExamples(t *testing.T) {
 	})
 
 	t.Run("systemd config", func(t *testing.T) {
-		// The example configuration is the commented block after its path.
 		unit := deployFile(t, "systemd/etcdkit-scheduler.service")
-		var conf []string
-		in := false
-		for _, line := range strings.Split(unit, "\n") {
-			switch {
-			case strings.HasPrefix(line, "# /etc/etcdkit/scheduler.yaml"):
-				in = true
-			case in && strings.HasPrefix(line, "#   "):
-				conf = append(conf, strings.TrimPrefix(line, "#   "))
-			case in:
-				in = false
-			}
-		}
-		if len(conf) < 5 {
-			t.Fatalf("no example configuration found in the unit: %q", conf)
-		}
 		if !strings.Contains(unit, "etcdkit scheduler --config /etc/etcdkit/scheduler.yaml") {
 			t.Fatal("the unit does not run the scheduler with its configuration file")
 		}
 		path := filepath.Join(t.TempDir(), "scheduler.yaml")
-		if err := os.WriteFile(path, []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(path, []byte(systemdExampleConfig(t)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		checkOK(t, append([]string{"scheduler", "--config", path}, local...), "backup", "compact", "defrag", "nospace")

@@ -60,12 +60,10 @@ func FuzzSchedulerConfig(f *testing.F) {
 }
 
 // systemdExampleConfig is the YAML configuration shown in the systemd
-// unit's comments.
+// unit's comments: the commented block after its path.
 func systemdExampleConfig(tb testing.TB) string {
-	b, err := os.ReadFile("../../deploy/systemd/etcdkit-scheduler.service")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	tb.Helper()
+	b := []byte(deployFile(tb, "systemd/etcdkit-scheduler.service"))
 	var yaml []string
 	in := false
 	for _, line := range strings.Split(string(b), "\n") {
