@@ -69,12 +69,15 @@ func singleConfig(dir string) restore.Config {
 // TestRestoreRefuses covers bad input and bad targets: each fails with its
 // own error, leaves the input unchanged and writes nothing under a real
 // name (the parent directory holds exactly what it held before).
+// setup is what a refusal case starts from: a directory, the snapshot to
+// restore and the configuration.
+type setup struct {
+	dir, snap string
+	cfg       restore.Config
+}
+
 func TestRestoreRefuses(t *testing.T) {
 	src := faultSource(t)
-	type setup struct {
-		dir, snap string
-		cfg       restore.Config
-	}
 	damaged := func(t *testing.T, dir string, edit func([]byte) []byte) string {
 		b, err := os.ReadFile(src.path)
 		if err != nil {
@@ -149,25 +152,78 @@ func TestRestoreRefuses(t *testing.T) {
 			s.cfg.InitialCluster = "a=http://127.0.0.1:1,b=http://127.0.0.1:1"
 		}, restore.ErrConfig, "duplicate"},
 	}
-	for _, tc := range cases {
+	// A dry run makes the same checks and refuses with the same errors.
+	for _, run := range []struct {
+		name string
+		fn   func(context.Context, restore.Config, string) (restore.Result, error)
+	}{{"restore", restore.Restore}, {"dry-run", restore.DryRun}} {
+		for _, tc := range cases {
+			t.Run(run.name+"/"+tc.name, func(t *testing.T) {
+				refused(t, run.fn, src, tc.prepare, tc.want, tc.msg)
+			})
+		}
+	}
+}
+
+// refused runs fn on the setup prepare makes and checks its error, that
+// the directory holds what it held and the input is unchanged.
+func refused(t *testing.T, fn func(context.Context, restore.Config, string) (restore.Result, error), src source, prepare func(*testing.T, *setup), want error, msg string) {
+	t.Helper()
+	dir := t.TempDir()
+	s := &setup{dir: dir, snap: src.path, cfg: singleConfig(dir)}
+	prepare(t, s)
+	before := testetcd.DirNames(t, dir)
+	var sum [32]byte
+	if _, err := os.Stat(s.snap); err == nil {
+		sum = testetcd.FileSum(t, s.snap)
+	}
+	_, err := fn(context.Background(), s.cfg, s.snap)
+	if !errors.Is(err, want) || !strings.Contains(fmt.Sprint(err), msg) {
+		t.Fatalf("error %v, want %v mentioning %q", err, want, msg)
+	}
+	if after := testetcd.DirNames(t, dir); strings.Join(after, ",") != strings.Join(before, ",") {
+		t.Errorf("directory now holds %v, before %v", after, before)
+	}
+	if _, err := os.Stat(s.snap); err == nil && testetcd.FileSum(t, s.snap) != sum {
+		t.Error("the input changed")
+	}
+}
+
+// TestDryRun: a dry run returns what the restore then returns (cluster and
+// member IDs, dirs, revision with a bump, size, sha256) for one member and
+// for three, and writes nothing.
+func TestDryRun(t *testing.T) {
+	src := faultSource(t)
+	for _, tc := range []struct {
+		name string
+		cfg  func(dir string) restore.Config
+	}{
+		{"one member", singleConfig},
+		{"three members, bumped", func(dir string) restore.Config {
+			return restore.Config{OutputDir: filepath.Join(dir, "all"), InitialCluster: "a=http://127.0.0.1:1,b=http://127.0.0.1:2,c=http://127.0.0.1:3",
+				InitialClusterToken: "tok", BumpRevision: 1000, MarkCompacted: true}
+		}},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			s := &setup{dir: dir, snap: src.path, cfg: singleConfig(dir)}
-			tc.prepare(t, s)
-			before := testetcd.DirNames(t, dir)
-			var sum [32]byte
-			if _, err := os.Stat(s.snap); err == nil {
-				sum = testetcd.FileSum(t, s.snap)
+			cfg := tc.cfg(dir)
+			dry, err := restore.DryRun(context.Background(), cfg, src.path)
+			if err != nil {
+				t.Fatal(err)
 			}
-			_, err := restore.Restore(context.Background(), s.cfg, s.snap)
-			if !errors.Is(err, tc.want) || !strings.Contains(fmt.Sprint(err), tc.msg) {
-				t.Fatalf("error %v, want %v mentioning %q", err, tc.want, tc.msg)
+			if left := testetcd.DirNames(t, dir); len(left) != 0 {
+				t.Fatalf("a dry run wrote %v", left)
 			}
-			if after := testetcd.DirNames(t, dir); strings.Join(after, ",") != strings.Join(before, ",") {
-				t.Errorf("directory now holds %v, before %v", after, before)
+			real, err := restore.Restore(context.Background(), cfg, src.path)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if _, err := os.Stat(s.snap); err == nil && testetcd.FileSum(t, s.snap) != sum {
-				t.Error("the input changed")
+			if !dry.DryRun || real.DryRun {
+				t.Errorf("DryRun marks: dry %v, real %v", dry.DryRun, real.DryRun)
+			}
+			dry.DryRun = false
+			if fmt.Sprintf("%+v", dry) != fmt.Sprintf("%+v", real) {
+				t.Fatalf("dry run %+v\nrestore %+v", dry, real)
 			}
 		})
 	}
@@ -263,6 +319,19 @@ func TestRestoreNoSpace(t *testing.T) {
 	}
 	if e := testetcd.DirNames(t, dir); len(e) != 0 {
 		t.Errorf("left %v", e)
+	}
+
+	// A dry run measures the same: an 8 TiB sparse copy of the snapshot.
+	huge := filepath.Join(t.TempDir(), "huge.db")
+	testetcd.CopyFile(t, src.path, huge)
+	if err := os.Truncate(huge, 1<<43); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := restore.DryRun(context.Background(), singleConfig(dir), huge); !errors.Is(err, restore.ErrNoSpace) {
+		t.Fatalf("dry run: error %v, want ErrNoSpace", err)
+	}
+	if e := testetcd.DirNames(t, dir); len(e) != 0 {
+		t.Errorf("the dry run left %v", e)
 	}
 }
 

@@ -10,11 +10,13 @@
 package restore
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,6 +110,8 @@ type Result struct {
 	DBSize int64 `json:"dbSize"`
 	// SHA256 is the verified hash, empty when the check was skipped.
 	SHA256 string `json:"sha256,omitempty"`
+	// DryRun says nothing was written (DryRun's result).
+	DryRun bool `json:"dryRun,omitempty"`
 }
 
 // target is one member's data dir being built. A new data dir is built as
@@ -157,31 +161,131 @@ func (t *target) walPath() string {
 // the process at every point that matters.
 var phaseHook = func(phase string) {}
 
+// DryRun makes every check Restore makes on the snapshot file at path (the
+// flags and the IDs they give, the target dirs, free space for every
+// member, the sha256 trailer, bolt's consistency and etcd's buckets) and
+// returns what Restore would: the members with their IDs and dirs, the
+// cluster ID, the revision (after a bump) and the db's size. It writes
+// nothing. The errors are Restore's, in Restore's order.
+func DryRun(ctx context.Context, cfg Config, path string) (Result, error) {
+	cl, targets, err := cfg.plan(zap.NewNop())
+	if err != nil {
+		return Result{}, err
+	}
+	f, fi, err := openSnapshot(path)
+	if err != nil {
+		return Result{}, err
+	}
+	defer f.Close()
+	// The bolt check, learning the latest revision on the way, beside the
+	// sha256 of the file, as in a restore.
+	var latest int64
+	inKey := false
+	verdict := make(chan error, 1)
+	go func() {
+		top, err := boltpage.Check(path, time.Second, nil, func(e boltpage.Entry) error {
+			switch {
+			case e.Depth == 0:
+				inKey = e.Bucket && bytes.Equal(e.Key, etcdfmt.BucketKey)
+			case e.Depth == 1 && inKey && !e.Bucket:
+				r, _, err := etcdfmt.ParseRevKey(e.Key)
+				if err != nil {
+					return err
+				}
+				latest = r.Main // entries come in revision order
+			}
+			return nil
+		})
+		if err == nil {
+			if err = etcdfmt.CheckBuckets(top); err != nil {
+				err = fmt.Errorf("%s: %w", path, err)
+			}
+		}
+		verdict <- err
+	}()
+	defer func() { <-verdict }() // never leave the scan reading after return
+	for _, t := range targets {
+		if err := t.checkTarget(); err != nil {
+			return Result{}, err
+		}
+	}
+	size := fi.Size()
+	if err := checkSpace(targets, size, plannedDirs); err != nil {
+		return Result{}, err
+	}
+	res := Result{DryRun: true, DBSize: size}
+	hasTrailer := etcdfmt.HasSnapshotTrailer(size)
+	if hasTrailer {
+		res.DBSize = size - etcdfmt.SnapshotTrailerLen
+	}
+	switch {
+	case !hasTrailer && !cfg.SkipHashCheck:
+		return Result{}, fmt.Errorf("%s: %w", path, ErrNoTrailer)
+	case hasTrailer && !cfg.SkipHashCheck:
+		tw := etcdfmt.NewTrailerWriter()
+		if _, err := io.CopyBuffer(tw, io.NewSectionReader(f, 0, size), make([]byte, 1<<20)); err != nil {
+			return Result{}, fmt.Errorf("%s: %w", path, err)
+		}
+		sum, err := tw.Check()
+		if err != nil {
+			return Result{}, fmt.Errorf("%s: %w", path, err)
+		}
+		res.SHA256 = hex.EncodeToString(sum[:])
+	}
+	err = <-verdict
+	verdict <- err // for the deferred receive
+	if err != nil {
+		return Result{}, err
+	}
+	if cfg.BumpRevision > uint64(math.MaxInt64-latest) {
+		return Result{}, fmt.Errorf("%w: --bump-revision %d: revision %d plus it passes the largest revision, %d", ErrConfig, cfg.BumpRevision, latest, int64(math.MaxInt64))
+	}
+	res.Revision = latest + int64(cfg.BumpRevision)
+	for _, t := range targets {
+		res.Members = append(res.Members, Member{Name: t.member.Name, ID: t.member.ID.String(), DataDir: t.dataDir, WALDir: t.walDir})
+	}
+	res.ClusterID = cl.ID().String()
+	return res, ctx.Err()
+}
+
+// openSnapshot opens a snapshot file (or a bare db) and refuses what is no
+// bolt file or is shorter than its meta page says.
+func openSnapshot(path string) (*os.File, os.FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && fi.IsDir() {
+		err = fmt.Errorf("%s: %w: it is a directory (a snapshot is a file)", path, boltpage.ErrNotBolt)
+	}
+	if err == nil {
+		var m boltpage.Meta
+		if m, err = boltpage.ReadMeta(f); err == nil {
+			err = m.CheckSize(fi.Size())
+		}
+		if err != nil {
+			err = fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, fi, nil
+}
+
 // Restore restores the snapshot file at path.
 func Restore(ctx context.Context, cfg Config, path string) (Result, error) {
 	// The flags first: a bad flag is reported before the input is read.
 	if _, _, err := cfg.plan(zap.NewNop()); err != nil {
 		return Result{}, err
 	}
-	f, err := os.Open(path)
+	f, fi, err := openSnapshot(path)
 	if err != nil {
 		return Result{}, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return Result{}, err
-	}
-	if fi.IsDir() {
-		return Result{}, fmt.Errorf("%s: %w: it is a directory (a snapshot is a file)", path, boltpage.ErrNotBolt)
-	}
-	m, err := boltpage.ReadMeta(f)
-	if err == nil {
-		err = m.CheckSize(fi.Size())
-	}
-	if err != nil {
-		return Result{}, fmt.Errorf("%s: %w", path, err)
-	}
 	// bbolt edits the copies: it must only see pages the scanner passed.
 	// The source is scanned while it is copied (the copy is the long
 	// part), and the edit waits for the verdict; nothing is committed
@@ -243,7 +347,7 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 		}
 	}
 	if size > 0 {
-		if err := checkSpace(targets, size); err != nil {
+		if err := checkSpace(targets, size, builtDirs); err != nil {
 			return res, err
 		}
 	}
@@ -398,6 +502,31 @@ func checkPathName(name string) error {
 // prepare refuses existing targets, removes what an interrupted restore of
 // the same target left, and creates the temporary data dir and db file.
 func (t *target) prepare() error {
+	if err := t.checkTarget(); err != nil {
+		return err
+	}
+	var err error
+	if t.tmpData, err = tempDir(t.root()); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(t.snapDir(), dirPerm); err != nil {
+		return fmt.Errorf("create %s: %w", t.snapDir(), err)
+	}
+	if t.walDir != "" {
+		if t.tmpWAL, err = tempDir(t.walDir); err != nil {
+			return err
+		}
+	}
+	t.db, err = os.OpenFile(t.dbPath(), os.O_RDWR|os.O_CREATE|os.O_EXCL, dbPerm)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", t.dbPath(), err)
+	}
+	return nil
+}
+
+// checkTarget refuses a data dir that is not empty and a WAL dir that
+// exists, and notes whether the data dir exists; it writes nothing.
+func (t *target) checkTarget() error {
 	if entries, err := os.ReadDir(t.dataDir); err == nil {
 		for _, e := range entries {
 			// What an interrupted restore into this dir left is not
@@ -419,22 +548,6 @@ func (t *target) prepare() error {
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("wal dir %s: %w", t.walDir, err)
 		}
-	}
-	var err error
-	if t.tmpData, err = tempDir(t.root()); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(t.snapDir(), dirPerm); err != nil {
-		return fmt.Errorf("create %s: %w", t.snapDir(), err)
-	}
-	if t.walDir != "" {
-		if t.tmpWAL, err = tempDir(t.walDir); err != nil {
-			return err
-		}
-	}
-	t.db, err = os.OpenFile(t.dbPath(), os.O_RDWR|os.O_CREATE|os.O_EXCL, dbPerm)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", t.dbPath(), err)
 	}
 	return nil
 }
@@ -508,9 +621,37 @@ func (t *target) abort() {
 	}
 }
 
+// builtDirs are a target's temporary data and WAL dirs (after prepare).
+func builtDirs(t *target) (string, string) {
+	if t.walDir != "" {
+		return t.tmpData, t.tmpWAL
+	}
+	return t.tmpData, t.tmpData
+}
+
+// plannedDirs are the nearest existing directories of where a target's
+// data and WAL dirs would go: a dry run creates nothing to ask statfs.
+func plannedDirs(t *target) (string, string) {
+	w := t.walDir
+	if w == "" {
+		w = t.dataDir
+	}
+	return existingAncestor(t.dataDir), existingAncestor(w)
+}
+
+func existingAncestor(p string) string {
+	p, _ = filepath.Abs(p)
+	for {
+		if _, err := os.Stat(p); err == nil || filepath.Dir(p) == p {
+			return p
+		}
+		p = filepath.Dir(p)
+	}
+}
+
 // checkSpace refuses to start when the target file systems cannot hold a db
 // of size bytes for every target (WAL segments are preallocated to 64 MB).
-func checkSpace(targets []*target, size int64) error {
+func checkSpace(targets []*target, size int64, dirs func(*target) (data, wal string)) error {
 	type fsNeed struct {
 		dir         string
 		need, avail int64
@@ -530,11 +671,8 @@ func checkSpace(targets []*target, size int64) error {
 		return nil
 	}
 	for _, t := range targets {
-		walFS := t.tmpData
-		if t.walDir != "" {
-			walFS = t.tmpWAL
-		}
-		if err := add(t.tmpData, size); err != nil {
+		dataFS, walFS := dirs(t)
+		if err := add(dataFS, size); err != nil {
 			return err
 		}
 		if err := add(walFS, wal.SegmentSizeBytes); err != nil {

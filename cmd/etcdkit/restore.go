@@ -32,6 +32,7 @@ func restoreCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "initial-memory-map-size", Usage: "accepted for etcdutl compatibility; etcdkit does not map the db to restore it"},
 			&cli.StringFlag{Name: "repo", EnvVars: []string{"ETCDKIT_REPO"}, Usage: "restore from this backup repository instead of a FILE (streamed: download, decrypt, decompress, verify, restore)"},
 			&cli.StringFlag{Name: "backup", Value: "latest", Usage: "with --repo: the backup ID, or latest"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "make every check a restore makes (trailer, bolt consistency, free space, flags and IDs), print the plan, write nothing"},
 			flagIdentity,
 		},
 		Action: func(c *cli.Context) error {
@@ -58,6 +59,22 @@ func restoreCommand() *cli.Command {
 			}
 			if cfg.OutputDir != "" && (c.IsSet("data-dir") || c.IsSet("wal-dir")) {
 				return usageError{fmt.Errorf("--output-dir writes every member's data dir; it cannot be combined with --data-dir or --wal-dir")}
+			}
+			if c.Bool("dry-run") {
+				if fromRepo {
+					return usageError{fmt.Errorf("--dry-run checks a snapshot FILE; for a stored backup run 'etcdkit backup check --repo URL ID --identity FILE'")}
+				}
+				res, err := restore.DryRun(c.Context, cfg, path)
+				if err != nil {
+					return err
+				}
+				if err := output(c, restoreRecord(path, res)); err != nil {
+					return err
+				}
+				if writeOut(c) == "simple" {
+					fmt.Fprintln(c.App.Writer, "dry run: every check passed; nothing was written")
+				}
+				return nil
 			}
 			if fromRepo {
 				return restoreFromRepo(c, cfg)

@@ -44,6 +44,22 @@ func TestRestoreCLI(t *testing.T) {
 			t.Error(err)
 		}
 	})
+	t.Run("dry run", func(t *testing.T) {
+		target := filepath.Join(dir, "dry")
+		out, errOut, code := runCLI("snapshot", "restore", snap, "--dry-run", "--data-dir", target, "-w", "json",
+			"--bump-revision", "7", "--mark-compacted")
+		var res restore.Result
+		if code != 0 || errOut != "" || json.Unmarshal([]byte(out), &res) != nil || !res.DryRun || res.Revision != loaded.Revision+7 || res.SHA256 == "" || len(res.Members) != 1 {
+			t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+		}
+		if _, err := os.Stat(target); !os.IsNotExist(err) {
+			t.Fatalf("a dry run created %s: %v", target, err)
+		}
+		if out, _, code := runCLI("snapshot", "restore", snap, "--dry-run", "--data-dir", target); code != 0 || !strings.Contains(out, "dry run: every check passed; nothing was written") {
+			t.Fatalf("simple: exit %d, %q", code, out)
+		}
+		expectFailure(t, []string{"snapshot", "restore", "--repo", dir, "--dry-run", "--data-dir", target}, exitUsage, "backup check")
+	})
 	t.Run("output-dir", func(t *testing.T) {
 		out, errOut, code := runCLI("snapshot", "restore", snap, "--output-dir", filepath.Join(dir, "all"),
 			"--initial-cluster", "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381,c=http://127.0.0.1:2382")
