@@ -63,6 +63,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			backupCommand(),
 			schedulerCommand(),
 			serveCommand(),
+			inspectCommand(),
 		},
 		OnUsageError:    func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
 		ExitErrHandler:  func(*cli.Context, error) {},

@@ -8,6 +8,7 @@ import (
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/compact"
 	"github.com/etcdkit/etcdkit/hashkv"
+	"github.com/etcdkit/etcdkit/inspect"
 	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
@@ -37,6 +38,6 @@ var errorCodes = []struct {
 	{exitInput, []error{backup.ErrIdentity, backup.ErrNoBackup, repo.ErrNotFound, repo.ErrURL, repo.ErrAccess, repo.ErrName, fsutil.ErrTooLarge}},
 	{exitUsage, []error{backup.ErrRetention, scheduler.ErrConfig, serve.ErrConfig}},
 	{exitCorrupt, []error{snapshot.ErrIntegrity, boltpage.ErrIntegrity, boltpage.ErrDamaged, etcdfmt.ErrBadRevKey, etcdfmt.ErrSchema}},
-	{exitInput, []error{etcdfmt.ErrNotEtcd, fs.ErrPermission}},
+	{exitInput, []error{etcdfmt.ErrNotEtcd, fs.ErrPermission, inspect.ErrCompacted, inspect.ErrFutureRev}},
 	{exitInput, []error{fs.ErrNotExist, boltpage.ErrNotBolt, compact.ErrNoClock, restore.ErrNoTrailer, restore.ErrNotEtcd, hashkv.ErrCompacted, hashkv.ErrFutureRev}},
 }
