@@ -16,13 +16,20 @@ import (
 
 // sourceFlags name what an inspect command reads.
 func sourceFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "db", Aliases: []string{"snapshot"}, Usage: "a snapshot file or a member's db file"},
 		&cli.StringFlag{Name: "data-dir", Usage: "a member's data dir (stopped, or a copy)"},
 		&cli.StringFlag{Name: "wal-dir", Usage: "the data dir's WAL dir, if not inside it"},
-		&cli.StringFlag{Name: "repo", EnvVars: []string{"ETCDKIT_REPO"}, Usage: "a backup repository (with --backup)"},
-		&cli.StringFlag{Name: "backup", Value: "latest", Usage: "with --repo: the backup ID, or latest"},
 		&cli.StringFlag{Name: "temp-dir", Usage: "with --repo: where the backup is unpacked for the inspection (removed afterwards; default: the system's)"},
+	}, backupSourceFlags("a backup repository (with --backup)")...)
+}
+
+// backupSourceFlags name one backup in a repository as a command's input:
+// --repo (ETCDKIT_REPO), --backup ID|latest and --identity.
+func backupSourceFlags(repoUsage string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "repo", EnvVars: []string{"ETCDKIT_REPO"}, Usage: repoUsage},
+		&cli.StringFlag{Name: "backup", Value: "latest", Usage: "with --repo: the backup ID, or latest"},
 		flagIdentity,
 	}
 }

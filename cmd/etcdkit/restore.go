@@ -18,7 +18,7 @@ func restoreCommand() *cli.Command {
 			"Flags as etcdutl snapshot restore; --output-dir DIR writes DIR/<name>.etcd for every\n" +
 			"member of --initial-cluster in one run.",
 		ArgsUsage: "FILE | --repo URL [--backup ID]",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "data-dir", Usage: "path to the output data directory (default: <name>.etcd)"},
 			&cli.StringFlag{Name: "wal-dir", Usage: "path to the WAL directory (default: inside --data-dir)"},
 			&cli.StringFlag{Name: "name", Value: restore.DefaultName, Usage: "human-readable name of this member"},
@@ -30,11 +30,8 @@ func restoreCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "bump-revision", Usage: "increase the latest revision by this much (requires --mark-compacted)"},
 			&cli.BoolFlag{Name: "mark-compacted", Usage: "mark the bumped revision compacted, so watchers of older revisions are cancelled (requires --bump-revision)"},
 			&cli.Uint64Flag{Name: "initial-memory-map-size", Usage: "accepted for etcdutl compatibility; etcdkit does not map the db to restore it"},
-			&cli.StringFlag{Name: "repo", EnvVars: []string{"ETCDKIT_REPO"}, Usage: "restore from this backup repository instead of a FILE (streamed: download, decrypt, decompress, verify, restore)"},
-			&cli.StringFlag{Name: "backup", Value: "latest", Usage: "with --repo: the backup ID, or latest"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "make every check a restore makes (trailer, bolt consistency, free space, flags and IDs), print the plan, write nothing"},
-			flagIdentity,
-		},
+		}, backupSourceFlags("restore from this backup repository instead of a FILE (streamed: download, decrypt, decompress, verify, restore)")...),
 		Action: func(c *cli.Context) error {
 			fromRepo := c.String("repo") != ""
 			if fromRepo {
