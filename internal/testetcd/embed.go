@@ -7,11 +7,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,20 +22,53 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/storage/datadir"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/etcdkit/etcdkit/internal/logging"
 )
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port reserved for this test process.
+// Ports come from below the kernel's ephemeral range (32768 and up), so no
+// outgoing connection is handed one meanwhile, and each is reserved with a
+// lock file held until the process exits, so test binaries running in
+// parallel (go test runs packages at once) never pick the same one. A port
+// chosen before it is bound (a member's peer URL is written into a restored
+// data dir before etcd starts) then stays free for that etcd.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	dir := filepath.Join(os.TempDir(), "etcdkit-test-ports")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatalf("free port: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	portMu.Lock()
+	defer portMu.Unlock()
+	for range 1000 {
+		port := 12000 + rand.IntN(20000) // 12000..31999
+		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+			f.Close() // another test process holds it
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			f.Close()
+			continue
+		}
+		l.Close()
+		heldPorts = append(heldPorts, f) // the lock lives as long as the process
+		return port
+	}
+	t.Fatal("free port: none found in 1000 tries")
+	return 0
 }
+
+var (
+	portMu    sync.Mutex
+	heldPorts []*os.File
+)
 
 // Member is one in-process etcd member.
 type Member struct {
