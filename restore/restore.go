@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/types"
@@ -203,7 +204,8 @@ func DryRun(ctx context.Context, cfg Config, path string) (Result, error) {
 		}
 		verdict <- err
 	}()
-	defer func() { <-verdict }() // never leave the scan reading after return
+	wait := sync.OnceValue(func() error { return <-verdict })
+	defer wait() // never leave the scan reading after return
 	for _, t := range targets {
 		if err := t.checkTarget(); err != nil {
 			return Result{}, err
@@ -232,9 +234,7 @@ func DryRun(ctx context.Context, cfg Config, path string) (Result, error) {
 		}
 		res.SHA256 = hex.EncodeToString(sum[:])
 	}
-	err = <-verdict
-	verdict <- err // for the deferred receive
-	if err != nil {
+	if err := wait(); err != nil {
 		return Result{}, err
 	}
 	if cfg.BumpRevision > uint64(math.MaxInt64-latest) {

@@ -80,6 +80,17 @@ func inspectCommand() *cli.Command {
 	}
 }
 
+// sortOrders and sortTargets are etcdctl get's --order and --sort-by.
+var (
+	sortOrders = map[string]etcdserverpb.RangeRequest_SortOrder{
+		"": etcdserverpb.RangeRequest_NONE, "ASCEND": etcdserverpb.RangeRequest_ASCEND, "DESCEND": etcdserverpb.RangeRequest_DESCEND,
+	}
+	sortTargets = map[string]etcdserverpb.RangeRequest_SortTarget{
+		"": etcdserverpb.RangeRequest_KEY, "KEY": etcdserverpb.RangeRequest_KEY, "CREATE": etcdserverpb.RangeRequest_CREATE,
+		"MODIFY": etcdserverpb.RangeRequest_MOD, "VALUE": etcdserverpb.RangeRequest_VALUE, "VERSION": etcdserverpb.RangeRequest_VERSION,
+	}
+)
+
 // getOptions reads etcdctl get's arguments and flags, with its refusals.
 func getOptions(c *cli.Context) (inspect.GetOptions, error) {
 	args := c.Args().Slice()
@@ -116,27 +127,11 @@ func getOptions(c *cli.Context) (inspect.GetOptions, error) {
 		}
 		o.RangeEnd = []byte{0}
 	}
-	switch strings.ToUpper(c.String("order")) {
-	case "":
-	case "ASCEND":
-		o.SortOrder = etcdserverpb.RangeRequest_ASCEND
-	case "DESCEND":
-		o.SortOrder = etcdserverpb.RangeRequest_DESCEND
-	default:
+	var ok bool
+	if o.SortOrder, ok = sortOrders[strings.ToUpper(c.String("order"))]; !ok {
 		return bad("bad sort order %v", c.String("order"))
 	}
-	switch strings.ToUpper(c.String("sort-by")) {
-	case "", "KEY":
-		o.SortTarget = etcdserverpb.RangeRequest_KEY
-	case "CREATE":
-		o.SortTarget = etcdserverpb.RangeRequest_CREATE
-	case "MODIFY":
-		o.SortTarget = etcdserverpb.RangeRequest_MOD
-	case "VALUE":
-		o.SortTarget = etcdserverpb.RangeRequest_VALUE
-	case "VERSION":
-		o.SortTarget = etcdserverpb.RangeRequest_VERSION
-	default:
+	if o.SortTarget, ok = sortTargets[strings.ToUpper(c.String("sort-by"))]; !ok {
 		return bad("bad sort target %v", c.String("sort-by"))
 	}
 	format := writeOut(c)

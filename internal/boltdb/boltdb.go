@@ -158,14 +158,14 @@ func (d *DB) Touched(n int) {
 
 func (d *DB) maybeDrop() {
 	if residentBytes() > d.baseRSS+residentLimit {
-		d.DropResident()
+		d.dropResident()
 	}
 }
 
-// DropResident releases the mapped pages of the file from this process's
+// dropResident releases the mapped pages of the file from this process's
 // page tables (MADV_DONTNEED on a read-only file mapping only unmaps them;
 // the data stays in the page cache).
-func (d *DB) DropResident() {
+func (d *DB) dropResident() {
 	info := d.Info()
 	length := (uintptr(d.Size) + uintptr(info.PageSize) - 1) &^ (uintptr(info.PageSize) - 1)
 	_, _, _ = unix.Syscall(unix.SYS_MADVISE, info.Data, length, unix.MADV_DONTNEED)
