@@ -107,7 +107,7 @@ func Get(ctx context.Context, o *Opened, opts GetOptions) (*etcdserverpb.RangeRe
 				term = int64(t)
 			}
 			if err != nil {
-				entryErr = fmt.Errorf("meta %s: %w", e.Key, err)
+				entryErr = fmt.Errorf("%w: meta %s: %w", etcdfmt.ErrSchema, e.Key, err)
 			}
 		}
 		return nil

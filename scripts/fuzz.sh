@@ -15,6 +15,7 @@ targets=(
   backup:FuzzDecide
   defrag:FuzzParseRule
   repo:FuzzParseURL
+  inspect:FuzzGet
   cmd/etcdkit:FuzzSchedulerConfig
 )
 summary=()
