@@ -38,7 +38,7 @@ func FuzzGet(f *testing.F) {
 			t.Fatal(err)
 		}
 		o := &Opened{DB: path, Name: path, LockTimeout: time.Second}
-		resp, err := Get(context.Background(), o, GetOptions{Key: []byte{0}, RangeEnd: []byte{0}, Rev: max(rev, 0)})
+		resp, err := Get(context.Background(), o, GetOptions{KeyRange: KeyRange{Key: []byte{0}, RangeEnd: []byte{0}}, Rev: max(rev, 0)})
 		if err != nil {
 			for _, known := range []error{boltpage.ErrNotBolt, boltpage.ErrDamaged, boltpage.ErrIntegrity, etcdfmt.ErrNotEtcd,
 				etcdfmt.ErrSchema, etcdfmt.ErrBadRevKey, ErrCompacted, ErrFutureRev} {

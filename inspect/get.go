@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/etcdkit/etcdkit/internal/boltdb"
-	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 )
 
@@ -23,27 +22,32 @@ var (
 	ErrFutureRev = errors.New("etcdserver: mvcc: required revision is a future revision")
 )
 
+// KeyRange selects keys as etcd's requests do: RangeEnd empty for Key
+// alone, "\x00" for every key from Key on, else [Key, RangeEnd).
+type KeyRange struct {
+	Key, RangeEnd []byte
+}
+
+// Contains says whether k is in the range.
+func (r KeyRange) Contains(k []byte) bool {
+	switch {
+	case len(r.RangeEnd) == 0:
+		return bytes.Equal(k, r.Key)
+	case len(r.RangeEnd) == 1 && r.RangeEnd[0] == 0:
+		return bytes.Compare(k, r.Key) >= 0
+	}
+	return bytes.Compare(k, r.Key) >= 0 && bytes.Compare(k, r.RangeEnd) < 0
+}
+
 // GetOptions is a Range request, as etcdctl get makes it.
 type GetOptions struct {
-	// Key and RangeEnd select the keys: RangeEnd empty for Key alone,
-	// "\x00" for every key from Key on, else [Key, RangeEnd).
-	Key, RangeEnd []byte
+	KeyRange
 	// Rev is the revision to read at; 0 is the latest.
 	Rev                 int64
 	Limit               int64
 	KeysOnly, CountOnly bool
 	SortTarget          etcdserverpb.RangeRequest_SortTarget
 	SortOrder           etcdserverpb.RangeRequest_SortOrder
-}
-
-func (o GetOptions) inRange(k []byte) bool {
-	switch {
-	case len(o.RangeEnd) == 0:
-		return bytes.Equal(k, o.Key)
-	case len(o.RangeEnd) == 1 && o.RangeEnd[0] == 0:
-		return bytes.Compare(k, o.Key) >= 0
-	}
-	return bytes.Compare(k, o.Key) >= 0 && bytes.Compare(k, o.RangeEnd) < 0
 }
 
 // keyAt is the newest entry of one key at or below the read revision.
@@ -62,75 +66,38 @@ type keyAt struct {
 // ClusterId and MemberId in the header are 0: a db alone does not say which
 // member answers.
 func Get(ctx context.Context, o *Opened, opts GetOptions) (*etcdserverpb.RangeResponse, error) {
-	var (
-		bucket             []byte
-		latest, term       int64
-		finished, schedule int64
-		newest             = map[string]keyAt{}
-		entryErr           error
-	)
-	entry := func(e boltpage.Entry) error {
-		if e.Depth == 0 {
-			bucket = append(bucket[:0], e.Key...)
+	var m dbMeta
+	newest := map[string]keyAt{}
+	visit := func(bucket, k, v []byte) error {
+		if !bytes.Equal(bucket, etcdfmt.BucketKey) || opts.Rev > 0 && m.latest > opts.Rev {
 			return nil
 		}
-		if e.Depth != 1 || e.Bucket {
-			return nil
+		r, tomb, err := etcdfmt.ParseRevKey(k)
+		if err != nil {
+			return err
 		}
-		switch {
-		case bytes.Equal(bucket, etcdfmt.BucketKey):
-			r, tomb, err := etcdfmt.ParseRevKey(e.Key)
-			if err != nil {
-				return err
-			}
-			latest = r.Main // the key bucket is in revision order
-			if opts.Rev > 0 && r.Main > opts.Rev {
-				return nil
-			}
-			kv, err := etcdfmt.ParseKeyValue(e.Value)
-			if err != nil {
-				return fmt.Errorf("key bucket revision %d_%d: %w", r.Main, r.Sub, err)
-			}
-			if opts.inRange(kv.Key) {
-				newest[string(kv.Key)] = keyAt{rev: r, tomb: tomb}
-			}
-		case bytes.Equal(bucket, etcdfmt.BucketMeta):
-			var err error
-			switch {
-			case bytes.Equal(e.Key, etcdfmt.MetaFinishedCompactRev):
-				finished, err = etcdfmt.ParseCompactRev(e.Value)
-			case bytes.Equal(e.Key, etcdfmt.MetaScheduledCompactRev):
-				schedule, err = etcdfmt.ParseCompactRev(e.Value)
-			case bytes.Equal(e.Key, etcdfmt.MetaTerm):
-				var t uint64
-				t, err = etcdfmt.ParseUint64(e.Value)
-				term = int64(t)
-			}
-			if err != nil {
-				entryErr = fmt.Errorf("%w: meta %s: %w", etcdfmt.ErrSchema, e.Key, err)
-			}
+		kv, err := etcdfmt.ParseKeyValue(v)
+		if err != nil {
+			return fmt.Errorf("key bucket revision %d_%d: %w", r.Main, r.Sub, err)
+		}
+		if opts.Contains(kv.Key) {
+			newest[string(kv.Key)] = keyAt{rev: r, tomb: tomb}
 		}
 		return nil
 	}
-	db, err := boltdb.OpenMapped(o.DB, o.LockTimeout, nil, entry)
+	db, err := boltdb.OpenMapped(o.DB, o.LockTimeout, o.Progress, visitor(ctx, &m, visit))
 	if err != nil {
 		return nil, err
 	}
 	defer db.Close()
 	if err := etcdfmt.CheckBuckets(db.Buckets); err != nil {
-		return nil, fmt.Errorf("%s: %w", o.Name, err)
+		return nil, o.wrap(err)
 	}
-	if entryErr != nil {
-		return nil, fmt.Errorf("%s: %w", o.Name, entryErr)
-	}
-	// As a server starting on this db: a scheduled compaction is finished
-	// at start, and the current revision is never below the compaction.
-	compacted := max(finished, schedule)
-	current := max(latest, compacted, 1)
+	current := m.current()
 	switch {
 	case opts.Rev > current:
 		return nil, ErrFutureRev
-	case opts.Rev > 0 && opts.Rev < compacted:
+	case opts.Rev > 0 && opts.Rev < m.compacted():
 		return nil, ErrCompacted
 	}
 
@@ -142,7 +109,7 @@ func Get(ctx context.Context, o *Opened, opts GetOptions) (*etcdserverpb.RangeRe
 	}
 	sort.Strings(live)
 	resp := &etcdserverpb.RangeResponse{
-		Header: &etcdserverpb.ResponseHeader{Revision: current, RaftTerm: uint64(term)},
+		Header: &etcdserverpb.ResponseHeader{Revision: current, RaftTerm: m.term},
 		Count:  int64(len(live)),
 	}
 	if opts.CountOnly {
@@ -183,7 +150,7 @@ func Get(ctx context.Context, o *Opened, opts GetOptions) (*etcdserverpb.RangeRe
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", o.Name, err)
+		return nil, o.wrap(err)
 	}
 	if !sorted {
 		sortKVs(resp.Kvs, opts.SortTarget, order)

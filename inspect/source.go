@@ -43,7 +43,9 @@ type Opened struct {
 	// DataDir and WALDir are set for a data dir.
 	DataDir, WALDir string
 	LockTimeout     time.Duration
-	cleanup         func()
+	// Progress, when set, is told the bytes read by a scan of the db.
+	Progress func(done, total int64)
+	cleanup  func()
 }
 
 // Close removes a backup's unpacked copy, if any.

@@ -12,17 +12,13 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/server/v3/etcdserver"
-	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
-	"go.etcd.io/etcd/server/v3/etcdserver/api/v2store"
 	"go.etcd.io/etcd/server/v3/storage/datadir"
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/etcdkit/etcdkit/internal/boltdb"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 )
 
@@ -377,23 +373,14 @@ func (r *Report) checkAgreement(dir string, facts dbFacts, wf walFacts, snaps []
 	}
 }
 
-// snapMembers decodes the member IDs in a .snap file's v2 store, with
-// etcd's own store and membership code (under a panic guard: the file is
-// outside input).
+// snapMembers decodes the member IDs in a .snap file's v2 store.
 func snapMembers(s *raftpb.Snapshot) (map[uint64]bool, error) {
-	members := map[uint64]bool{}
-	err := boltdb.Guard(func() error {
-		st := v2store.New(etcdserver.StoreClusterPrefix, etcdserver.StoreKeysPrefix)
-		if err := st.Recovery(s.GetData()); err != nil {
-			return err
-		}
-		ms, _ := membership.MembersFromStore(zap.NewNop(), st)
-		for id := range ms {
-			members[uint64(id)] = true
-		}
-		return nil
-	})
-	return members, err
+	ms, err := etcdfmt.SnapMembers(s.GetData())
+	ids := make(map[uint64]bool, len(ms))
+	for id := range ms {
+		ids[id] = true
+	}
+	return ids, err
 }
 
 func diffIDs(want, got map[uint64]bool) (missing, extra []string) {

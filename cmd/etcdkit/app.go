@@ -64,6 +64,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			schedulerCommand(),
 			serveCommand(),
 			inspectCommand(),
+			migrateCommand(),
 		},
 		OnUsageError:    func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
 		ExitErrHandler:  func(*cli.Context, error) {},

@@ -12,6 +12,7 @@ import (
 	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
+	"github.com/etcdkit/etcdkit/migrate"
 	"github.com/etcdkit/etcdkit/repo"
 	"github.com/etcdkit/etcdkit/restore"
 	"github.com/etcdkit/etcdkit/rollingdefrag"
@@ -30,7 +31,9 @@ var errorCodes = []struct {
 	{exitInUse, []error{boltpage.ErrInUse}},
 	{exitMismatch, []error{restore.ErrHashMismatch}},
 	{exitRefused, []error{restore.ErrTargetExists, fsutil.ErrNoSpace, compact.ErrPastBackup}},
-	{exitUsage, []error{restore.ErrConfig, compact.ErrPolicy, rollingdefrag.ErrRule}},
+	{exitUsage, []error{restore.ErrConfig, compact.ErrPolicy, rollingdefrag.ErrRule, migrate.ErrTarget, inspect.ErrNoWAL}},
+	{exitRefused, []error{migrate.ErrMigrate}},
+	{exitCorrupt, []error{etcdfmt.ErrWALCorrupt}},
 	{exitUnavailable, []error{cluster.ErrUnreachable, cluster.ErrUnhealthy, save.ErrNoMember, alarm.ErrStillFull}},
 	{exitCorrupt, []error{verify.ErrCorrupt}},
 	{exitMismatch, []error{etcdfmt.ErrTrailer}},

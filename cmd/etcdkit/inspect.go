@@ -76,7 +76,10 @@ func inspectCommand() *cli.Command {
 				&cli.StringFlag{Name: "order", Usage: "ASCEND or DESCEND (ASCEND by default)"},
 			),
 			Action: runInspectGet,
-		})},
+		}),
+			inspectHistoryCommand(), inspectLeasesCommand(), inspectMembersCommand(),
+			inspectAuthCommand(), inspectWALCommand(), inspectDUCommand(),
+		},
 	}
 }
 
@@ -110,23 +113,7 @@ func getOptions(c *cli.Context) (inspect.GetOptions, error) {
 		return bad("too many arguments, only accept one argument when `--prefix` or `--from-key` is set")
 	}
 	o := inspect.GetOptions{Rev: c.Int64("rev"), Limit: c.Int64("limit"), KeysOnly: c.Bool("keys-only"), CountOnly: c.Bool("count-only")}
-	if len(args) > 0 {
-		o.Key = []byte(args[0])
-	}
-	switch {
-	case len(args) == 2:
-		o.RangeEnd = []byte(args[1])
-	case c.Bool("prefix"):
-		o.RangeEnd = []byte(clientv3.GetPrefixRangeEnd(string(o.Key)))
-		if len(o.Key) == 0 {
-			o.Key, o.RangeEnd = []byte{0}, []byte{0}
-		}
-	case c.Bool("from-key"):
-		if len(o.Key) == 0 {
-			o.Key = []byte{0}
-		}
-		o.RangeEnd = []byte{0}
-	}
+	o.KeyRange = keyRange(c, args)
 	var ok bool
 	if o.SortOrder, ok = sortOrders[strings.ToUpper(c.String("order"))]; !ok {
 		return bad("bad sort order %v", c.String("order"))
@@ -156,7 +143,10 @@ func runInspectGet(c *cli.Context) error {
 		return err
 	}
 	defer src.Close()
+	bar := newProgress(c.App.ErrWriter, "reading")
+	src.Progress = bar.Report
 	resp, err := inspect.Get(c.Context, src, opts)
+	bar.Done()
 	if err != nil {
 		if err == inspect.ErrCompacted || err == inspect.ErrFutureRev {
 			return fmt.Errorf("%s: %w", src.Name, err)
@@ -164,6 +154,30 @@ func runInspectGet(c *cli.Context) error {
 		return err
 	}
 	return printGet(c.App.Writer, writeOut(c), c.Bool("print-value-only"), resp)
+}
+
+// keyRange is the range etcdctl makes of KEY [RANGE_END] with --prefix or
+// --from-key (flags a command does not define read as unset).
+func keyRange(c *cli.Context, args []string) inspect.KeyRange {
+	var r inspect.KeyRange
+	if len(args) > 0 {
+		r.Key = []byte(args[0])
+	}
+	switch {
+	case len(args) == 2:
+		r.RangeEnd = []byte(args[1])
+	case c.Bool("prefix"):
+		r.RangeEnd = []byte(clientv3.GetPrefixRangeEnd(string(r.Key)))
+		if len(r.Key) == 0 {
+			r.Key, r.RangeEnd = []byte{0}, []byte{0}
+		}
+	case c.Bool("from-key"):
+		if len(r.Key) == 0 {
+			r.Key = []byte{0}
+		}
+		r.RangeEnd = []byte{0}
+	}
+	return r
 }
 
 // printGet prints a Range response as etcdctl's printers do.

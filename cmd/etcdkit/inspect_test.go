@@ -12,15 +12,17 @@ import (
 	"github.com/etcdkit/etcdkit/internal/testetcd"
 )
 
-// TestInspectGetParity: inspect get prints what etcdctl get prints from the
-// server that holds the same data, for data written by etcd 3.5, 3.6 and
+// TestInspectParity: inspect get prints what etcdctl get prints from the
+// server that holds the same data, and history, leases, members and auth
+// what etcdctl watch, lease, member list and auth/user/role get print (see
+// readParityChecks), for data written by etcd 3.5, 3.6 and
 // 3.7 (several prefixes, overwrites, deletes, txns, leases, a compaction
 // mid-history), read from a snapshot file, from the stopped member's data
 // dir and from a backup in a repository, in every format and with every
 // flag. The header's cluster_id and member_id are the one difference (0:
 // a db does not say which member answers); they are left out of the
 // comparison. The inputs are unchanged afterwards.
-func TestInspectGetParity(t *testing.T) {
+func TestInspectParity(t *testing.T) {
 	for _, line := range testetcd.Versions {
 		t.Run("etcd-"+line, func(t *testing.T) {
 			p, loaded := testetcd.LoadedProcess(t, line, testetcd.SmallSpec)
@@ -60,6 +62,7 @@ func TestInspectGetParity(t *testing.T) {
 			if err == nil || !strings.Contains(compactedErr, "required revision has been compacted") {
 				t.Fatalf("etcdctl below the compaction: %v %q", err, compactedErr)
 			}
+			more := readParityChecks(t, p, loaded, snap)
 			repo := filepath.Join(t.TempDir(), "repo")
 			if out, errOut, code := runCLI("backup", "create", "--repo", repo, "--endpoints", p.ClientURL); code != 0 {
 				t.Fatalf("backup create: exit %d %q %q", code, out, errOut)
@@ -82,8 +85,31 @@ func TestInspectGetParity(t *testing.T) {
 						t.Fatalf("%s: %q\n got: %s\nwant: %s", name, args, got, r.want[0])
 					}
 				}
+				for _, c := range more {
+					args := append(append([]string{"inspect"}, c.args...), src...)
+					got, errOut, code := runCLI(args...)
+					if code != 0 || errOut != "" {
+						t.Fatalf("%s: %q: exit %d, stderr %q", name, args, code, errOut)
+					}
+					if err := c.check(got); err != nil {
+						t.Fatalf("%s: %q: %v", name, args, err)
+					}
+				}
+				expectFailure(t, append([]string{"inspect", "history", "", "--prefix", "--rev", fmt.Sprint(loaded.CompactRevision - 1)}, src...), exitInput, "required revision has been compacted")
 				expectFailure(t, append([]string{"inspect", "get", "a", "--rev", fmt.Sprint(loaded.CompactRevision - 1)}, src...), exitInput, "required revision has been compacted")
 				expectFailure(t, append([]string{"inspect", "get", "a", "--rev", fmt.Sprint(loaded.Revision + 100)}, src...), exitInput, "required revision is a future revision")
+			}
+			// A data dir's WAL and .snap files give the same members.
+			got, errOut, code := runCLI("inspect", "members", "--from", "log", "--data-dir", p.DataDir)
+			if code != 0 || errOut != "" {
+				t.Fatalf("members --from log: exit %d, stderr %q", code, errOut)
+			}
+			for _, c := range more {
+				if c.args[0] == "members" && len(c.args) == 1 {
+					if err := c.check(got); err != nil {
+						t.Fatalf("members --from log: %v", err)
+					}
+				}
 			}
 			for path, sum := range before {
 				if testetcd.FileSum(t, path) != sum {

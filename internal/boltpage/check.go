@@ -34,14 +34,21 @@ var ErrDamaged = errors.New("damaged bolt file")
 // pass over the entries anyway saves a read); its error stops the check.
 // What fn learned counts only if Check returns nil.
 func Check(path string, timeout time.Duration, progress func(done, total int64), fn func(Entry) error) ([]string, error) {
+	top, _, err := CheckPages(path, timeout, progress, fn)
+	return top, err
+}
+
+// CheckPages is Check that also returns the page counts of the scan (the
+// free pages are what a defrag would give back).
+func CheckPages(path string, timeout time.Duration, progress func(done, total int64), fn func(Entry) error) ([]string, Pages, error) {
 	f, err := Open(path, timeout)
 	if err != nil {
-		return nil, err
+		return nil, Pages{}, err
 	}
 	defer f.Close()
 	f.Progress = progress
 	var top []string
-	_, err = f.Scan(func(e Entry) error {
+	pages, err := f.Scan(func(e Entry) error {
 		if e.Depth == 0 && e.Bucket {
 			top = append(top, string(e.Key))
 		}
@@ -51,7 +58,7 @@ func Check(path string, timeout time.Duration, progress func(done, total int64),
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, Pages{}, fmt.Errorf("%s: %w", path, err)
 	}
-	return top, nil
+	return top, pages, nil
 }

@@ -16,6 +16,17 @@ import (
 // ErrIntegrity reports a bolt file that fails bolt's consistency checks.
 var ErrIntegrity = errors.New("bolt integrity check failed")
 
+// Answers a Scan visitor may give for a bucket entry to read less of the
+// file: SkipBucket leaves the bucket out, LastLeaf reads only the last leaf
+// page of its tree (the pages on the path to its largest keys). Either
+// makes the scan partial: it no longer checks that every page is reached,
+// and its Pages count only what it read. Peeking at the meta bucket and
+// the key bucket's last revision this way costs a few pages.
+var (
+	SkipBucket = errors.New("skip this bucket")
+	LastLeaf   = errors.New("read only the last leaf of this bucket")
+)
+
 // More of bolt's page format, for the scanner: element headers of branch
 // and leaf pages, and the header of a bucket value.
 const (
@@ -166,9 +177,13 @@ func (f *File) Scan(fn func(Entry) error) (Pages, error) {
 	if f.Progress != nil { // free pages were not read
 		f.Progress(f.TotalSize(), f.TotalSize())
 	}
-	var pages Pages
+	pages := Pages{PageSize: uint64(f.Meta.PageSize)}
 	for id := uint64(0); id < hwm; id++ {
 		switch {
+		case s.partial:
+			if s.reachable.has(id) {
+				pages.Reachable++
+			}
 		case s.reachable.has(id):
 			pages.Reachable++
 		case s.freed.has(id) || f.Meta.Freelist == NoFreelist:
@@ -183,7 +198,7 @@ func (f *File) Scan(fn func(Entry) error) (Pages, error) {
 // Pages counts what Scan found below the high-water mark: pages in use
 // (meta pages and the freelist included) and free pages (with no stored
 // freelist, every page not in use, as bolt rebuilds its freelist).
-type Pages struct{ Reachable, Free uint64 }
+type Pages struct{ Reachable, Free, PageSize uint64 }
 
 type scanner struct {
 	file      *File
@@ -196,6 +211,8 @@ type scanner struct {
 	stack     []uint64 // page ids from the bucket's root to the current page
 	problems  []string
 	nproblems int
+	partial   bool // a bucket was skipped or read in part
+	lastLeaf  bool // walking only the rightmost path of the current bucket
 }
 
 func (s *scanner) problem(format string, args ...any) {
@@ -401,7 +418,11 @@ func (s *scanner) walkPage(id uint64, depth, lvl int, lo, hi []byte) ([]byte, er
 	// the buffers of deeper levels only.
 	var maxKey []byte
 	prev := lo
-	for i := 0; i < int(count); i++ {
+	first := 0
+	if s.lastLeaf && count > 0 {
+		first = int(count) - 1 // its key is checked against lo, still below it
+	}
+	for i := first; i < int(count); i++ {
 		key, child, ok := branchElem(p, i)
 		if !ok {
 			s.problem("page %d: branch element %d points outside the page (stack: %v)", id, i, s.stack)
@@ -458,7 +479,20 @@ func (s *scanner) walkLeaf(p []byte, id uint64, depth, lvl int, lo, hi []byte) (
 					e.Sequence = binary.LittleEndian.Uint64(val[8:])
 				}
 			}
-			if err := s.fn(e); err != nil {
+			err := s.fn(e)
+			switch {
+			case bucket && err == SkipBucket:
+				s.partial = true
+				continue
+			case bucket && err == LastLeaf:
+				s.partial, s.lastLeaf = true, true
+				err = s.walkBucket(id, key, val, depth+1, lvl+1)
+				s.lastLeaf = false
+				if err != nil {
+					return nil, err
+				}
+				continue
+			case err != nil:
 				return nil, err
 			}
 		}

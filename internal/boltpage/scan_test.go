@@ -568,3 +568,62 @@ func TestRootHoldsOnlyBuckets(t *testing.T) {
 		t.Fatalf("scan: %v, want %v naming an entry that is not a bucket", err, ErrIntegrity)
 	}
 }
+
+// TestScanPartial: SkipBucket leaves a bucket's entries out and LastLeaf
+// reads only a bucket's last leaf, whose last entry is bbolt's Last; the
+// partial scan reads a few pages and reports no unreached page.
+func TestScanPartial(t *testing.T) {
+	path := fixture(t, false, 0)
+	var wantLast []byte
+	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket([]byte("big")).Cursor().Last()
+		wantLast = append([]byte(nil), k...)
+		return nil
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var top string
+	var last []byte
+	var bigEntries, others int
+	pages, err := f.Scan(func(e Entry) error {
+		if e.Depth == 0 {
+			top = string(e.Key)
+			if top == "big" {
+				return LastLeaf
+			}
+			return SkipBucket
+		}
+		if top != "big" {
+			others++
+		}
+		bigEntries++
+		last = append(last[:0], e.Key...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(last, wantLast) || others != 0 {
+		t.Fatalf("last key %q (want %q), %d entries of skipped buckets", last, wantLast, others)
+	}
+	full, err := f.Scan(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bigEntries == 0 || bigEntries > 200 || pages.Reachable > 10 || pages.Reachable >= full.Reachable {
+		t.Fatalf("partial scan saw %d entries and %d pages (full scan: %d pages)", bigEntries, pages.Reachable, full.Reachable)
+	}
+}

@@ -40,6 +40,13 @@ var (
 	MetaStorageVersion      = []byte("storageVersion")
 )
 
+// Keys of the auth bucket: authEnabled holds one byte (1: enabled),
+// authRevision 8 bytes big-endian.
+var (
+	AuthEnabled  = []byte("authEnabled")
+	AuthRevision = []byte("authRevision")
+)
+
 const (
 	// RevKeyLen is the length of a key-bucket key: 8-byte main revision,
 	// '_', 8-byte sub revision, all big-endian.
