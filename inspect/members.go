@@ -168,6 +168,20 @@ func memberChangeOf(r *WALRecord) func(map[uint64]*membership.Member) {
 			}
 		}
 	}
+	if v2 := r.V2; v2 != nil && v2.Method == "PUT" {
+		// etcd 3.5 publishes a member's attributes with a v2 request:
+		// PUT /0/members/<id>/attributes {"name":...,"clientURLs":[...]}.
+		var id uint64
+		var attrs membership.Attributes
+		if _, err := fmt.Sscanf(v2.Path, "/0/members/%x/attributes", &id); err != nil || json.Unmarshal([]byte(v2.Val), &attrs) != nil {
+			return nil
+		}
+		return func(ms map[uint64]*membership.Member) {
+			if m, ok := ms[id]; ok {
+				m.Attributes = attrs
+			}
+		}
+	}
 	if a := r.Request.GetClusterMemberAttrSet(); a != nil {
 		return func(ms map[uint64]*membership.Member) {
 			if m, ok := ms[a.GetMember_ID()]; ok {

@@ -41,13 +41,14 @@ type WALRecord struct {
 	Kind      string `json:"kind,omitempty"`
 	// Status is the entry's StatusApplied, StatusCommitted or
 	// StatusUncommitted.
-	Status  string                             `json:"status,omitempty"`
+	Status  string                            `json:"status,omitempty"`
 	Request *etcdserverpb.InternalRaftRequest `json:"-"`
+	V2      *etcdfmt.V2Request                `json:"v2_request,omitempty"`
 	Change  *raftpb.ConfChange                `json:"-"`
 	Member  *membership.Member                `json:"member,omitempty"`
 	// Of the other records.
-	State    *raftpb.HardState       `json:"state,omitempty"`
-	Snapshot *walpb.Snapshot         `json:"snapshot,omitempty"`
+	State    *raftpb.HardState      `json:"state,omitempty"`
+	Snapshot *walpb.Snapshot        `json:"snapshot,omitempty"`
 	Metadata *etcdserverpb.Metadata `json:"metadata,omitempty"`
 }
 
@@ -232,6 +233,10 @@ func decodeWALRecord(rec etcdfmt.WALRecord) (*WALRecord, error) {
 	case len(e.GetData()) == 0:
 		r.Kind = "empty" // a new leader's first entry
 	default:
+		if v2, ok := etcdfmt.ParseV2Request(e.GetData()); ok {
+			r.Kind, r.V2 = "v2_request", &v2
+			return r, nil
+		}
 		r.Request = &etcdserverpb.InternalRaftRequest{}
 		if err := proto.Unmarshal(e.GetData(), r.Request); err != nil {
 			return nil, fmt.Errorf("entry %d: request: %w", e.Index, err)
@@ -292,6 +297,8 @@ func (r *WALRecord) Summary() string {
 			s += fmt.Sprintf(" peer_urls=%s learner=%v", strings.Join(m.PeerURLs, ","), m.IsLearner)
 		}
 		return s
+	case r.V2 != nil:
+		return fmt.Sprintf("%s v2_request method=%s path=%s val=%s", head, r.V2.Method, r.V2.Path, r.V2.Val)
 	case r.Request == nil:
 		return head + " " + r.Kind
 	}

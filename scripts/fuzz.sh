@@ -16,6 +16,7 @@ targets=(
   defrag:FuzzParseRule
   repo:FuzzParseURL
   inspect:FuzzGet
+  inspect:FuzzRead
   cmd/etcdkit:FuzzSchedulerConfig
 )
 summary=()

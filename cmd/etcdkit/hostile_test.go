@@ -85,6 +85,12 @@ func TestDamagedDBEveryCommand(t *testing.T) {
 			{"snapshot restore", func(f, out string) []string {
 				return []string{"snapshot", "restore", f, "--skip-hash-check", "--data-dir", out}
 			}},
+			{"inspect get", func(f, _ string) []string { return []string{"inspect", "get", "", "--prefix", "--db", f} }},
+			{"inspect history", func(f, _ string) []string { return []string{"inspect", "history", "", "--prefix", "--db", f} }},
+			{"inspect leases", func(f, _ string) []string { return []string{"inspect", "leases", "--db", f} }},
+			{"inspect members", func(f, _ string) []string { return []string{"inspect", "members", "--db", f} }},
+			{"inspect auth", func(f, _ string) []string { return []string{"inspect", "auth", "--db", f} }},
+			{"inspect du", func(f, _ string) []string { return []string{"inspect", "du", "--db", f} }},
 		} {
 			t.Run(d.name+"/"+cmd.name, func(t *testing.T) {
 				f := filepath.Join(t.TempDir(), "input.db")

@@ -527,7 +527,7 @@ func TestScanEmpty(t *testing.T) {
 	defer f.Close()
 	entries := 0
 	pages, err := f.Scan(func(Entry) error { entries++; return nil })
-	if err != nil || entries != 0 || pages != (Pages{Reachable: 4}) {
+	if err != nil || entries != 0 || pages != (Pages{Reachable: 4, PageSize: uint64(f.Meta.PageSize)}) {
 		t.Fatalf("Scan: %v, %d entries, %+v; want no error, no entries, 4 pages in use", err, entries, pages)
 	}
 }

@@ -1,6 +1,8 @@
 package etcdfmt
 
 import (
+	"google.golang.org/protobuf/encoding/protowire"
+
 	"bytes"
 	"crypto/sha256"
 	"errors"
@@ -117,6 +119,35 @@ func TestTrailerWriter(t *testing.T) {
 			if (err == nil) != tc.ok || tc.ok && got != sum {
 				t.Errorf("%s, pieces of %d: %x %v", tc.name, piece, got, err)
 			}
+		}
+	}
+}
+
+func TestParseV2Request(t *testing.T) {
+	enc := func(method, path, val string) []byte {
+		b := protowire.AppendTag(nil, 1, protowire.VarintType)
+		b = protowire.AppendVarint(b, 7)
+		for i, s := range []string{method, path, val} {
+			b = protowire.AppendTag(b, protowire.Number(i+2), protowire.BytesType)
+			b = protowire.AppendString(b, s)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		data []byte
+		ok   bool
+	}{
+		{"member attributes", enc("PUT", "/0/members/1/attributes", `{"name":"a"}`), true},
+		{"cluster version", enc("PUT", "/0/version", "3.5.0"), true},
+		{"not a method", enc("put", "/x", ""), false},
+		{"relative path", enc("PUT", "x", ""), false},
+		{"truncated", enc("PUT", "/x", "v")[:9], false},
+		{"a v3 request", protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 3), false},
+	} {
+		r, ok := ParseV2Request(tc.data)
+		if ok != tc.ok || ok && (r.ID != 7 || r.Method != "PUT") {
+			t.Errorf("%s: %+v, %v", tc.name, r, ok)
 		}
 	}
 }

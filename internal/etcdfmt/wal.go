@@ -10,8 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -234,4 +236,62 @@ func readWALFile(path string, last bool, crc *uint32, fn func(WALRecord) error) 
 			return err
 		}
 	}
+}
+
+// V2Request is the part of a v2 store request (etcd 3.4's pb.Request, still
+// in 3.5's logs: a member publishes its name and client URLs with one) that
+// an inspection shows. etcd 3.7's API no longer has the type.
+type V2Request struct {
+	ID     uint64 `json:"id"`
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	Val    string `json:"val,omitempty"`
+}
+
+// ParseV2Request decodes a WAL entry's data as a v2 request: field 1 ID,
+// 2 Method, 3 Path, 4 Val. It reports false unless the method is one of the
+// v2 store's and the path absolute, which an InternalRaftRequest of 3.5 and
+// later never looks like (it has no field 2).
+func ParseV2Request(b []byte) (V2Request, bool) {
+	var r V2Request
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return r, false
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			v, m := protowire.ConsumeVarint(b)
+			if m < 0 {
+				return r, false
+			}
+			r.ID, n = v, m
+		case num >= 2 && num <= 4 && typ == protowire.BytesType:
+			v, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return r, false
+			}
+			switch num {
+			case 2:
+				r.Method = string(v)
+			case 3:
+				r.Path = string(v)
+			case 4:
+				r.Val = string(v)
+			}
+			n = m
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return r, false
+			}
+		}
+		b = b[n:]
+	}
+	switch r.Method {
+	case "PUT", "POST", "DELETE", "QGET", "GET", "SYNC":
+		return r, strings.HasPrefix(r.Path, "/")
+	}
+	return r, false
 }
