@@ -3,7 +3,6 @@ package inspect
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"sort"
 
@@ -64,35 +63,27 @@ func DU(ctx context.Context, o *Opened, opts DUOptions) (*DUReport, error) {
 	keys := map[etcdfmt.KeyID]keyState{}
 	groups := map[string]int32{}
 	var usage []Usage
-	visit := func(bucket, k, v []byte) error {
-		if !bytes.Equal(bucket, etcdfmt.BucketKey) {
-			return nil
-		}
-		r, tomb, err := etcdfmt.ParseRevKey(k)
-		if err != nil {
-			return err
-		}
-		kv, err := etcdfmt.ParseKeyValue(v)
-		if err != nil {
-			return fmt.Errorf("key bucket revision %d_%d: %w", r.Main, r.Sub, err)
-		}
-		p := prefixOf(kv.Key, opts.Depth)
+	visit := onKeys(func(e keyEntry, v []byte) error {
+		p := prefixOf(e.kv.Key, opts.Depth)
 		g, ok := groups[string(p)]
 		if !ok {
 			g = int32(len(usage))
 			groups[string(p)] = g
 			usage = append(usage, Usage{Prefix: string(p)})
 		}
-		size := len(k) + len(v)
+		size := etcdfmt.RevKeyLen + len(v)
+		if e.tomb {
+			size++
+		}
 		u := &usage[g]
 		u.Revisions++
 		u.Bytes += int64(size)
-		if tomb {
+		if e.tomb {
 			u.Tombstones++
 		}
-		keys[hasher.ID(kv.Key)] = keyState{group: g, size: int32(size), tomb: tomb}
+		keys[hasher.ID(e.kv.Key)] = keyState{group: g, size: int32(size), tomb: e.tomb}
 		return nil
-	}
+	}, nil)
 	m, pages, err := scan(ctx, o, visit)
 	if err != nil {
 		return nil, err

@@ -22,15 +22,7 @@ import (
 // the keys it holds, in key order. Seed: the real etcd snapshot of the
 // scanner's corpus (tools/fuzzseeds).
 func FuzzGet(f *testing.F) {
-	seed, err := os.ReadFile("../internal/boltpage/testdata/fuzz/FuzzScan/etcd-snapshot")
-	if err != nil {
-		f.Fatal(err)
-	}
-	lines := strings.SplitN(string(seed), "\n", 3)
-	db, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
-	if err != nil {
-		f.Fatal(err)
-	}
+	db := seedDB(f)
 	f.Add([]byte(db), int64(0))
 	f.Add([]byte(db), int64(20))
 	dir := f.TempDir()
@@ -65,15 +57,7 @@ func FuzzGet(f *testing.F) {
 // in a result or an error of the documented kinds, never a panic; history
 // events come in revision order within the asked range.
 func FuzzRead(f *testing.F) {
-	seed, err := os.ReadFile("../internal/boltpage/testdata/fuzz/FuzzScan/etcd-snapshot")
-	if err != nil {
-		f.Fatal(err)
-	}
-	lines := strings.SplitN(string(seed), "\n", 3)
-	db, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
-	if err != nil {
-		f.Fatal(err)
-	}
+	db := seedDB(f)
 	f.Add([]byte(db), int64(0))
 	dir := f.TempDir()
 	known := []error{boltpage.ErrNotBolt, boltpage.ErrDamaged, boltpage.ErrIntegrity, etcdfmt.ErrNotEtcd,
@@ -116,4 +100,19 @@ func FuzzRead(f *testing.F) {
 		_, err = DU(ctx, o, DUOptions{Depth: 2})
 		check(t, "du", err)
 	})
+}
+
+// seedDB is the real etcd snapshot of the scanner's seed corpus
+// (tools/fuzzseeds).
+func seedDB(f *testing.F) string {
+	seed, err := os.ReadFile("../internal/boltpage/testdata/fuzz/FuzzScan/etcd-snapshot")
+	if err != nil {
+		f.Fatal(err)
+	}
+	lines := strings.SplitN(string(seed), "\n", 3)
+	db, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	return db
 }

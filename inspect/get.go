@@ -68,23 +68,12 @@ type keyAt struct {
 func Get(ctx context.Context, o *Opened, opts GetOptions) (*etcdserverpb.RangeResponse, error) {
 	var m dbMeta
 	newest := map[string]keyAt{}
-	visit := func(bucket, k, v []byte) error {
-		if !bytes.Equal(bucket, etcdfmt.BucketKey) || opts.Rev > 0 && m.latest > opts.Rev {
-			return nil
-		}
-		r, tomb, err := etcdfmt.ParseRevKey(k)
-		if err != nil {
-			return err
-		}
-		kv, err := etcdfmt.ParseKeyValue(v)
-		if err != nil {
-			return fmt.Errorf("key bucket revision %d_%d: %w", r.Main, r.Sub, err)
-		}
-		if opts.Contains(kv.Key) {
-			newest[string(kv.Key)] = keyAt{rev: r, tomb: tomb}
+	visit := onKeys(func(e keyEntry, _ []byte) error {
+		if (opts.Rev == 0 || e.rev.Main <= opts.Rev) && opts.Contains(e.kv.Key) {
+			newest[string(e.kv.Key)] = keyAt{rev: e.rev, tomb: e.tomb}
 		}
 		return nil
-	}
+	}, nil)
 	db, err := boltdb.OpenMapped(o.DB, o.LockTimeout, o.Progress, visitor(ctx, &m, visit))
 	if err != nil {
 		return nil, err

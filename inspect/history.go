@@ -1,7 +1,6 @@
 package inspect
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 
@@ -62,22 +61,9 @@ func History(ctx context.Context, o *Opened, opts HistoryOptions, fn func(curren
 		group = group[:0]
 		return err
 	}
-	visit := func(bucket, k, v []byte) error {
-		if !bytes.Equal(bucket, etcdfmt.BucketKey) {
-			return nil
-		}
-		r, tomb, err := etcdfmt.ParseRevKey(k)
-		if err != nil {
-			return err
-		}
-		if r.Main < from || r.Main > to {
-			return nil
-		}
-		kv, err := etcdfmt.ParseKeyValue(v)
-		if err != nil {
-			return fmt.Errorf("key bucket revision %d_%d: %w", r.Main, r.Sub, err)
-		}
-		if !opts.Contains(kv.Key) {
+	visit := onKeys(func(e keyEntry, v []byte) error {
+		r := e.rev
+		if r.Main < from || r.Main > to || !opts.Contains(e.kv.Key) {
 			return nil
 		}
 		if r.Main != groupRev {
@@ -87,18 +73,18 @@ func History(ctx context.Context, o *Opened, opts HistoryOptions, fn func(curren
 			groupRev = r.Main
 		}
 		ev := &mvccpb.Event{Kv: &mvccpb.KeyValue{}}
-		if tomb {
+		if e.tomb {
 			// As etcd's watchable store: the tombstone's key, with its
 			// revision patched in as the mod revision.
 			ev.Type = mvccpb.DELETE
-			ev.Kv.Key = append([]byte(nil), kv.Key...)
+			ev.Kv.Key = append([]byte(nil), e.kv.Key...)
 			ev.Kv.ModRevision = r.Main
 		} else if err := proto.Unmarshal(v, ev.Kv); err != nil {
 			return fmt.Errorf("%w: revision %d_%d: %w", etcdfmt.ErrSchema, r.Main, r.Sub, err)
 		}
 		group = append(group, ev)
 		return nil
-	}
+	}, nil)
 	if _, _, err := scan(ctx, o, visit); err != nil {
 		return current, err
 	}

@@ -31,22 +31,16 @@ type Lease struct {
 func Leases(ctx context.Context, o *Opened) ([]Lease, int64, error) {
 	var leases []Lease
 	attached := map[string]int64{}
-	visit := func(bucket, k, v []byte) error {
+	keys := func(e keyEntry, _ []byte) error {
+		if !e.tomb && e.kv.Lease != 0 {
+			attached[string(e.kv.Key)] = e.kv.Lease
+		} else {
+			delete(attached, string(e.kv.Key))
+		}
+		return nil
+	}
+	visit := onKeys(keys, func(bucket, k, v []byte) error {
 		switch {
-		case bytes.Equal(bucket, etcdfmt.BucketKey):
-			r, tomb, err := etcdfmt.ParseRevKey(k)
-			if err != nil {
-				return err
-			}
-			kv, err := etcdfmt.ParseKeyValue(v)
-			if err != nil {
-				return fmt.Errorf("key bucket revision %d_%d: %w", r.Main, r.Sub, err)
-			}
-			if !tomb && kv.Lease != 0 {
-				attached[string(kv.Key)] = kv.Lease
-			} else {
-				delete(attached, string(kv.Key))
-			}
 		case bytes.Equal(bucket, etcdfmt.BucketLease):
 			id, err := etcdfmt.ParseLeaseKey(k)
 			if err != nil {
@@ -63,7 +57,7 @@ func Leases(ctx context.Context, o *Opened) ([]Lease, int64, error) {
 			leases = append(leases, Lease{ID: id, TTL: l.GetTTL(), RemainingTTL: remaining})
 		}
 		return nil
-	}
+	})
 	m, _, err := scan(ctx, o, visit)
 	if err != nil {
 		return nil, 0, err

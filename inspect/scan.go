@@ -136,3 +136,42 @@ func peekMeta(o *Opened) (dbMeta, error) {
 func (o *Opened) wrap(err error) error {
 	return fmt.Errorf("%s: %w", o.Name, err)
 }
+
+// keyEntry is a decoded entry of the key bucket: its revision, whether it
+// is a tombstone, and the stored KeyValue's key and scalar fields.
+type keyEntry struct {
+	rev  etcdfmt.Revision
+	tomb bool
+	kv   etcdfmt.KeyValue
+}
+
+func parseKeyEntry(k, v []byte) (keyEntry, error) {
+	r, tomb, err := etcdfmt.ParseRevKey(k)
+	if err != nil {
+		return keyEntry{}, err
+	}
+	kv, err := etcdfmt.ParseKeyValue(v)
+	if err != nil {
+		return keyEntry{}, fmt.Errorf("key bucket revision %d_%d: %w", r.Main, r.Sub, err)
+	}
+	return keyEntry{rev: r, tomb: tomb, kv: kv}, nil
+}
+
+// onKeys is a scan visitor that passes the key bucket's entries, decoded,
+// to fn (with the raw value) and the other buckets' entries to other (when
+// not nil).
+func onKeys(fn func(e keyEntry, v []byte) error, other func(bucket, k, v []byte) error) func(bucket, k, v []byte) error {
+	return func(bucket, k, v []byte) error {
+		if !bytes.Equal(bucket, etcdfmt.BucketKey) {
+			if other != nil {
+				return other(bucket, k, v)
+			}
+			return nil
+		}
+		e, err := parseKeyEntry(k, v)
+		if err != nil {
+			return err
+		}
+		return fn(e, v)
+	}
+}

@@ -85,6 +85,11 @@ type Config struct {
 	SkipHashCheck bool
 	BumpRevision  uint64 // add to the latest revision; needs MarkCompacted
 	MarkCompacted bool   // mark the bumped revision compacted
+	// BumpKubernetes bumps by KubernetesBump and marks it compacted when
+	// BumpRevision is 0 and the snapshot holds Kubernetes data (keys
+	// under /registry/): clients that watched the old cluster then re-list
+	// instead of waiting for revisions the restore rolled back.
+	BumpKubernetes bool
 
 	// Progress, when set, is called with the bytes of the snapshot read so
 	// far.
@@ -113,6 +118,31 @@ type Result struct {
 	SHA256 string `json:"sha256,omitempty"`
 	// DryRun says nothing was written (DryRun's result).
 	DryRun bool `json:"dryRun,omitempty"`
+	// KubernetesBump says the revisions were bumped by KubernetesBump
+	// because the snapshot holds Kubernetes data (BumpKubernetes).
+	KubernetesBump bool `json:"kubernetesBump,omitempty"`
+}
+
+// KubernetesBump is the revision bump of a Kubernetes restore, as the
+// Kubernetes documentation's etcdutl recipe gives it: far above the
+// revisions a cluster writes between a backup and its restore.
+const KubernetesBump = 1_000_000_000
+
+// kubernetesPrefix is where kube-apiserver keeps its objects.
+var kubernetesPrefix = []byte("/registry/")
+
+// srcFacts is what the check of the source learned on the way.
+type srcFacts struct {
+	latest     int64 // main revision of the key bucket's last entry
+	kubernetes bool  // some key is under /registry/
+}
+
+// bump is the revision bump a restore of the source applies.
+func (cfg Config) bump(f srcFacts) (uint64, bool) {
+	if cfg.BumpRevision == 0 && cfg.BumpKubernetes && f.kubernetes {
+		return KubernetesBump, true
+	}
+	return cfg.BumpRevision, false
 }
 
 // target is one member's data dir being built. A new data dir is built as
@@ -180,28 +210,11 @@ func DryRun(ctx context.Context, cfg Config, path string) (Result, error) {
 	defer f.Close()
 	// The bolt check, learning the latest revision on the way, beside the
 	// sha256 of the file, as in a restore.
-	var latest int64
-	inKey := false
+	var facts srcFacts
 	verdict := make(chan error, 1)
 	go func() {
-		top, err := boltpage.Check(path, time.Second, nil, func(e boltpage.Entry) error {
-			switch {
-			case e.Depth == 0:
-				inKey = e.Bucket && bytes.Equal(e.Key, etcdfmt.BucketKey)
-			case e.Depth == 1 && inKey && !e.Bucket:
-				r, _, err := etcdfmt.ParseRevKey(e.Key)
-				if err != nil {
-					return err
-				}
-				latest = r.Main // entries come in revision order
-			}
-			return nil
-		})
-		if err == nil {
-			if err = etcdfmt.CheckBuckets(top); err != nil {
-				err = fmt.Errorf("%s: %w", path, err)
-			}
-		}
+		var err error
+		facts, err = checkDB(path, path)
 		verdict <- err
 	}()
 	wait := sync.OnceValue(func() error { return <-verdict })
@@ -237,10 +250,11 @@ func DryRun(ctx context.Context, cfg Config, path string) (Result, error) {
 	if err := wait(); err != nil {
 		return Result{}, err
 	}
-	if cfg.BumpRevision > uint64(math.MaxInt64-latest) {
-		return Result{}, fmt.Errorf("%w: --bump-revision %d: revision %d plus it passes the largest revision, %d", ErrConfig, cfg.BumpRevision, latest, int64(math.MaxInt64))
+	bump, kube := cfg.bump(facts)
+	if bump > uint64(math.MaxInt64-facts.latest) {
+		return Result{}, fmt.Errorf("%w: --bump-revision %d: revision %d plus it passes the largest revision, %d", ErrConfig, bump, facts.latest, int64(math.MaxInt64))
 	}
-	res.Revision = latest + int64(cfg.BumpRevision)
+	res.Revision, res.KubernetesBump = facts.latest+int64(bump), kube
 	for _, t := range targets {
 		res.Members = append(res.Members, Member{Name: t.member.Name, ID: t.member.ID.String(), DataDir: t.dataDir, WALDir: t.walDir})
 	}
@@ -290,10 +304,17 @@ func Restore(ctx context.Context, cfg Config, path string) (Result, error) {
 	// The source is scanned while it is copied (the copy is the long
 	// part), and the edit waits for the verdict; nothing is committed
 	// before it.
-	verdict := make(chan error, 1)
-	go func() { verdict <- checkDB(path, path) }()
+	type scan struct {
+		facts srcFacts
+		err   error
+	}
+	verdict := make(chan scan, 1)
+	go func() {
+		f, err := checkDB(path, path)
+		verdict <- scan{f, err}
+	}()
 	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
-	return restoreFrom(ctx, cfg, f, path, fi.Size(), func() error { return <-verdict })
+	return restoreFrom(ctx, cfg, f, path, fi.Size(), func() (srcFacts, error) { v := <-verdict; return v.facts, v.err })
 }
 
 // RestoreFrom restores a snapshot read from r; name says where it comes
@@ -304,25 +325,47 @@ func RestoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 }
 
 // checkDB runs bolt's checks (boltpage.Check) on the db at path and refuses
-// one without etcd's buckets, naming the input as name.
-func checkDB(path, name string) error {
-	top, err := boltpage.Check(path, time.Second, nil, nil)
+// one without etcd's buckets, naming the input as name. On the way it
+// learns the latest revision and whether the data is Kubernetes'.
+func checkDB(path, name string) (srcFacts, error) {
+	var f srcFacts
+	inKey := false
+	top, err := boltpage.Check(path, time.Second, nil, func(e boltpage.Entry) error {
+		switch {
+		case e.Depth == 0:
+			inKey = e.Bucket && bytes.Equal(e.Key, etcdfmt.BucketKey)
+		case e.Depth == 1 && inKey && !e.Bucket:
+			r, _, err := etcdfmt.ParseRevKey(e.Key)
+			if err != nil {
+				return err
+			}
+			f.latest = r.Main // entries come in revision order
+			if !f.kubernetes {
+				kv, err := etcdfmt.ParseKeyValue(e.Value)
+				if err != nil {
+					return err
+				}
+				f.kubernetes = bytes.HasPrefix(kv.Key, kubernetesPrefix)
+			}
+		}
+		return nil
+	})
 	switch {
 	case err != nil && name == path:
-		return err
+		return f, err
 	case err != nil: // Check's errors are "<path>: <problem>"
-		return fmt.Errorf("%s: %w", name, errors.Unwrap(err))
+		return f, fmt.Errorf("%s: %w", name, errors.Unwrap(err))
 	}
 	if err := etcdfmt.CheckBuckets(top); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return f, fmt.Errorf("%s: %w", name, err)
 	}
-	return nil
+	return f, nil
 }
 
 // restoreFrom is RestoreFrom; scanned, when set, waits for the verdict of
 // a check of the source already under way; else the first copy is checked.
 // Either way bbolt edits a copy only after it passed.
-func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size int64, scanned func() error) (res Result, err error) {
+func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size int64, scanned func() (srcFacts, error)) (res Result, err error) {
 	lg := cfg.Logger
 	if lg == nil {
 		lg = zap.NewNop()
@@ -381,11 +424,14 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 	}
 	check := scanned
 	if check == nil {
-		check = func() error { return checkDB(targets[0].dbPath(), name) }
+		check = func() (srcFacts, error) { return checkDB(targets[0].dbPath(), name) }
 	}
-	if err := check(); err != nil {
+	facts, err := check()
+	if err != nil {
 		return res, err
 	}
+	bump, kube := cfg.bump(facts)
+	res.KubernetesBump = kube
 	res.DBSize = cp.Size
 	if cp.HashChecked && cp.HasTrailer {
 		res.SHA256 = hex.EncodeToString(cp.Actual[:])
@@ -394,7 +440,7 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 	phaseHook("copied")
 	commit := uint64(len(cl.Members()))
 	for _, t := range targets {
-		rev, err := finishDB(t.db, cl, commit, consensusTerm, cfg.BumpRevision)
+		rev, err := finishDB(t.db, cl, commit, consensusTerm, bump)
 		t.db = nil
 		if err != nil {
 			return res, err

@@ -16,10 +16,7 @@ import (
 	"path/filepath"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/etcdkit/etcdkit/cluster"
-	"github.com/etcdkit/etcdkit/internal/boltdb"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
 )
@@ -38,6 +35,13 @@ type Manifest struct {
 	StorageVersion string    `json:"storageVersion,omitempty"`
 	Size           int64     `json:"size"`   // bytes of the file, trailer included
 	SHA256         string    `json:"sha256"` // of the db bytes: the trailer's value
+	// Keys and Leases count the snapshot's live keys and its leases, and
+	// HashKV is its hash checked against the member's: what a restore
+	// drill compares with a member booted on the restored data. Manifests
+	// of older etcdkit versions lack them (zero).
+	Keys   int64  `json:"keys,omitzero"`
+	Leases int64  `json:"leases,omitzero"`
+	HashKV HashKV `json:"hashKV,omitzero"`
 }
 
 // manifestPath is where the manifest of the snapshot at path is written.
@@ -81,10 +85,16 @@ func Timeout(command time.Duration, size int64) time.Duration {
 	return command + 30*time.Second + time.Duration(size/minRate)*time.Second
 }
 
+// beforeCrossCheck, set by tests, changes the saved file before its HashKV
+// is checked against the member's.
+var beforeCrossCheck func(path string)
+
 // Save streams a snapshot from the member named by the only endpoint, or
 // else from the healthy member with the highest applied index, to path:
 // into a unique hidden sibling (.<name>.etcdkit-part-<pid>-<random>),
-// checking the server's sha256 trailer on the way, fsynced and renamed. The manifest is written beside it.
+// checking the server's sha256 trailer on the way, fsynced and renamed. The
+// snapshot's HashKV at its revision must equal the member's (ErrHashKVMismatch
+// otherwise, and nothing is kept). The manifest is written beside it.
 func Snapshot(ctx context.Context, c *cluster.Cluster, path string, opts Options) (Manifest, error) {
 	src, err := pickMember(ctx, c)
 	if err != nil {
@@ -144,8 +154,14 @@ func Snapshot(ctx context.Context, c *cluster.Cluster, path string, opts Options
 		return m, err
 	}
 	m.Size, m.SHA256 = n, hex.EncodeToString(sum[:])
-	if m.Revision, err = latestRevision(part); err != nil {
+	if m.Revision, m.Keys, m.Leases, err = facts(part); err != nil {
 		return m, fmt.Errorf("snapshot from %s: %w", src.Endpoint, err)
+	}
+	if beforeCrossCheck != nil {
+		beforeCrossCheck(part)
+	}
+	if m.HashKV, err = crossCheck(ctx, cli, src.Endpoint, part, m.Revision); err != nil {
+		return m, err
 	}
 	if m.ClusterID, err = clusterID(ctx, c); err != nil {
 		return m, err
@@ -195,30 +211,6 @@ func clusterID(ctx context.Context, c *cluster.Cluster) (string, error) {
 		return "", fmt.Errorf("%w: %w", cluster.ErrUnreachable, err)
 	}
 	return fmt.Sprintf("%x", resp.Header.ClusterId), nil
-}
-
-// latestRevision reads the main revision of the last key-bucket entry: the
-// snapshot's own revision, which a separate read of the cluster would race
-// with writes.
-func latestRevision(path string) (int64, error) {
-	db, err := boltdb.OpenMapped(path, time.Second, nil, nil)
-	if err != nil {
-		return 0, err
-	}
-	defer db.Close()
-	var rev int64
-	err = boltdb.Guard(func() error {
-		return db.View(func(tx *bolt.Tx) error {
-			b := tx.Bucket(etcdfmt.BucketKey)
-			if b == nil {
-				return fmt.Errorf("no %q bucket", etcdfmt.BucketKey)
-			}
-			var err error
-			rev, err = etcdfmt.LatestRevision(b)
-			return err
-		})
-	})
-	return rev, err
 }
 
 type progressWriter struct {

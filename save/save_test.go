@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/hashkv"
 	"github.com/etcdkit/etcdkit/internal/testetcd"
@@ -26,7 +28,8 @@ import (
 func TestSave(t *testing.T) {
 	cl := testetcd.StartCluster(t, 3)
 	cli := cl.Client(t)
-	if _, err := testetcd.Load(testetcd.Ctx(t, time.Minute), cli, testetcd.SmallSpec); err != nil {
+	loaded, err := testetcd.Load(testetcd.Ctx(t, time.Minute), cli, testetcd.SmallSpec)
+	if err != nil {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
@@ -97,6 +100,18 @@ func TestSave(t *testing.T) {
 			if err != nil || srv.Hash != hk.Hash {
 				t.Errorf("hashkv at %d: file %d, server %d (%v)", m.Revision, hk.Hash, srv.Hash, err)
 			}
+			// The manifest's evidence: the same hash, compared with the
+			// member's, and the key and lease counts at the revision.
+			if h := m.HashKV; !h.Compared || h.Hash != hk.Hash || h.Server != srv.Hash || h.Revision != m.Revision {
+				t.Errorf("manifest HashKV %+v, file %d, server %d", h, hk.Hash, srv.Hash)
+			}
+			count, err := cli.Get(testetcd.Ctx(t, 30*time.Second), "", clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithRev(m.Revision))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Keys != count.Count || m.Leases != int64(len(loaded.Leases)) {
+				t.Errorf("manifest counts %d keys, %d leases; the server %d keys, the loader granted %d leases", m.Keys, m.Leases, count.Count, len(loaded.Leases))
+			}
 		})
 	}
 
@@ -158,5 +173,44 @@ func TestSaveConcurrent(t *testing.T) {
 		if left := testetcd.Must(filepath.Glob(filepath.Join(filepath.Dir(path), ".*etcdkit-part*")))(t); len(left) > 0 {
 			t.Fatalf("round %d: temporary files left: %v", round, left)
 		}
+	}
+}
+
+// TestSaveRefusesForeignSnapshot: a snapshot file that is not what the
+// member holds (here: replaced, before the check, by a snapshot of another
+// cluster with the same revisions and one different value) is refused with
+// ErrHashKVMismatch, and nothing is kept.
+func TestSaveRefusesForeignSnapshot(t *testing.T) {
+	ctx := context.Background()
+	write := func(m *testetcd.Member, odd string) *cluster.Cluster {
+		cli := m.Client(t)
+		for i := range 20 {
+			v := "same"
+			if i == 7 {
+				v = odd
+			}
+			if _, err := cli.Put(ctx, fmt.Sprintf("/k/%d", i), v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return testetcd.Must(cluster.Connect(ctx, cluster.Config{Endpoints: []string{m.ClientURL}}))(t)
+	}
+	a, b := testetcd.StartSingle(t), testetcd.StartSingle(t)
+	ca, cb := write(a, "a"), write(b, "b")
+	defer ca.Close()
+	defer cb.Close()
+	foreign := filepath.Join(t.TempDir(), "foreign.db")
+	if _, err := save.Snapshot(ctx, cb, foreign, save.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	save.SetBeforeCrossCheck(func(path string) { testetcd.CopyFile(t, foreign, path) })
+	defer save.SetBeforeCrossCheck(nil)
+	dir := t.TempDir()
+	m, err := save.Snapshot(ctx, ca, filepath.Join(dir, "snap.db"), save.Options{})
+	if !errors.Is(err, save.ErrHashKVMismatch) {
+		t.Fatalf("error %v, want ErrHashKVMismatch (manifest %+v)", err, m)
+	}
+	if e := testetcd.DirNames(t, dir); len(e) != 0 {
+		t.Errorf("left %v", e)
 	}
 }

@@ -62,6 +62,13 @@ func (s *Scheduler) Check(ctx context.Context, now time.Time) []CheckItem {
 		}
 		job("defrag", cfg.DefragSchedule, "rolling defrag, leader last, of members where: "+rule)
 	}
+	if cfg.DrillSchedule != "" {
+		member := "the embedded etcd"
+		if cfg.DrillEtcdBinary != "" {
+			member = cfg.DrillEtcdBinary
+		}
+		job("drill", cfg.DrillSchedule, "restore drill of the newest backup: restore into a scratch directory, boot "+member+", compare HashKV, keys, leases and members with the manifest")
+	}
 	if cfg.AutoRecoverNoSpace {
 		items = append(items, CheckItem{Name: "nospace", OK: true,
 			Detail: fmt.Sprintf("every %s: recover from a NOSPACE alarm (compact, defrag, disarm)", cfg.AlarmCheckEvery)})

@@ -29,6 +29,11 @@ type metrics struct {
 	dbSize      *prometheus.GaugeVec
 	dbInUse     *prometheus.GaugeVec
 	newest      atomic.Int64 // unix nanoseconds of the newest backup
+
+	drillSuccess  prometheus.Gauge
+	drillDuration prometheus.Gauge
+	drillServing  prometheus.Gauge
+	drillFailures prometheus.Counter
 }
 
 func newMetrics(s *Scheduler) *metrics {
@@ -45,6 +50,11 @@ func newMetrics(s *Scheduler) *metrics {
 		dbSize:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "etcdkit_member_db_size_bytes", Help: "Each member's db file size."}, []string{"member"}),
 		dbInUse:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "etcdkit_member_db_size_in_use_bytes", Help: "Each member's db bytes in use."}, []string{"member"}),
 	}
+	m.drillSuccess = prometheus.NewGauge(prometheus.GaugeOpts{Name: "etcdkit_drill_last_success_timestamp_seconds", Help: "Unix time of the last restore drill that passed."})
+	m.drillDuration = prometheus.NewGauge(prometheus.GaugeOpts{Name: "etcdkit_drill_duration_seconds", Help: "Duration of the last restore drill, restore to checks."})
+	m.drillServing = prometheus.NewGauge(prometheus.GaugeOpts{Name: "etcdkit_drill_time_to_serving_seconds", Help: "Restore and boot until the drilled member served: the recovery time to expect."})
+	m.drillFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "etcdkit_drill_failures_total", Help: "Restore drills that failed (a check, the restore or the boot)."})
+	m.reg.MustRegister(m.drillSuccess, m.drillDuration, m.drillServing, m.drillFailures)
 	age := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "etcdkit_backup_newest_age_seconds", Help: "Age of the newest backup (0 before the first)."}, func() float64 {
 		return m.newestAge()
 	})

@@ -8,6 +8,7 @@ import (
 	"github.com/etcdkit/etcdkit/alarm"
 	"github.com/etcdkit/etcdkit/backup"
 	"github.com/etcdkit/etcdkit/compact"
+	"github.com/etcdkit/etcdkit/drill"
 	"github.com/etcdkit/etcdkit/rollingdefrag"
 )
 
@@ -67,6 +68,22 @@ func (s *Scheduler) defragJob(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("defrag: %w", err)
 	}
+	return nil
+}
+
+// drillJob restores the newest backup, boots a member on it and checks it.
+func (s *Scheduler) drillJob(ctx context.Context) error {
+	rep, err := drill.Run(ctx, drill.Options{Repo: s.repo, Backup: "latest", Identities: s.cfg.Identities, EtcdBinary: s.cfg.DrillEtcdBinary})
+	if rep != nil {
+		s.metrics.drillDuration.Set(rep.TotalSeconds)
+		s.metrics.drillServing.Set(rep.ServingSeconds)
+	}
+	if err != nil {
+		s.metrics.drillFailures.Inc()
+		return fmt.Errorf("drill: %w", err)
+	}
+	s.metrics.drillSuccess.Set(float64(time.Now().Unix()))
+	s.log.Info("drill passed", "backup", rep.Backup, "revision", rep.Revision, "serving_after", fmt.Sprintf("%.1fs", rep.ServingSeconds))
 	return nil
 }
 

@@ -46,6 +46,14 @@ type Config struct {
 	DefragSchedule string
 	DefragRule     string
 
+	// DrillSchedule restores the newest backup into a scratch directory,
+	// boots a member on it and checks it (package drill); "" disables.
+	// DrillEtcdBinary boots that etcd instead of the embedded one;
+	// Identities decrypt encrypted backups.
+	DrillSchedule   string
+	DrillEtcdBinary string
+	Identities      []age.Identity
+
 	AutoRecoverNoSpace bool
 	AlarmCheckEvery    time.Duration // default 10s
 
@@ -157,7 +165,7 @@ func New(cfg Config) (*Scheduler, error) {
 	cfg.defaults()
 	s := &Scheduler{cfg: cfg, log: cfg.Logger.With("scheduler", cfg.Name), busy: make(chan struct{}, 1), inflight: map[string]bool{},
 		parser: cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)}
-	for name, spec := range map[string]string{"backup": cfg.BackupSchedule, "compact": cfg.CompactSchedule, "defrag": cfg.DefragSchedule} {
+	for name, spec := range map[string]string{"backup": cfg.BackupSchedule, "compact": cfg.CompactSchedule, "defrag": cfg.DefragSchedule, "drill": cfg.DrillSchedule} {
 		if spec == "" {
 			continue
 		}
@@ -165,8 +173,8 @@ func New(cfg Config) (*Scheduler, error) {
 			return nil, fmt.Errorf("%w: --%s-schedule %q: %w", ErrConfig, name, spec, err)
 		}
 	}
-	if (cfg.BackupSchedule != "" || cfg.BackupAtStart) && cfg.Repo == "" {
-		return nil, fmt.Errorf("%w: backups need --repo", ErrConfig)
+	if (cfg.BackupSchedule != "" || cfg.BackupAtStart || cfg.DrillSchedule != "") && cfg.Repo == "" {
+		return nil, fmt.Errorf("%w: backups and drills need --repo", ErrConfig)
 	}
 	if cfg.CompactSchedule != "" && cfg.CompactPolicy.KeepRevisions == 0 && cfg.CompactPolicy.KeepDuration == 0 {
 		return nil, fmt.Errorf("%w: --compact-schedule needs --compact-keep-revisions or --compact-keep-duration", ErrConfig)
@@ -339,6 +347,7 @@ func (s *Scheduler) addJobs(c *cron.Cron) {
 	add(s.cfg.BackupSchedule, "backup", s.backupJob)
 	add(s.cfg.CompactSchedule, "compact", s.compactJob)
 	add(s.cfg.DefragSchedule, "defrag", s.defragJob)
+	add(s.cfg.DrillSchedule, "drill", s.drillJob)
 }
 
 // runJob runs fn after any other running job (jobs never overlap), with

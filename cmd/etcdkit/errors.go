@@ -7,6 +7,7 @@ import (
 	"github.com/etcdkit/etcdkit/backup"
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/compact"
+	"github.com/etcdkit/etcdkit/drill"
 	"github.com/etcdkit/etcdkit/hashkv"
 	"github.com/etcdkit/etcdkit/inspect"
 	"github.com/etcdkit/etcdkit/internal/boltpage"
@@ -29,7 +30,7 @@ var errorCodes = []struct {
 	errs []error
 }{
 	{exitInUse, []error{boltpage.ErrInUse}},
-	{exitMismatch, []error{restore.ErrHashMismatch}},
+	{exitMismatch, []error{restore.ErrHashMismatch, save.ErrHashKVMismatch, drill.ErrFailed}},
 	{exitRefused, []error{restore.ErrTargetExists, fsutil.ErrNoSpace, compact.ErrPastBackup}},
 	{exitUsage, []error{restore.ErrConfig, compact.ErrPolicy, rollingdefrag.ErrRule, migrate.ErrTarget, inspect.ErrNoWAL}},
 	{exitRefused, []error{migrate.ErrMigrate}},

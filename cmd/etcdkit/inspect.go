@@ -138,22 +138,13 @@ func runInspectGet(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	src, err := openSource(c)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	bar := newProgress(c.App.ErrWriter, "reading")
-	src.Progress = bar.Report
-	resp, err := inspect.Get(c.Context, src, opts)
-	bar.Done()
-	if err != nil {
-		if err == inspect.ErrCompacted || err == inspect.ErrFutureRev {
-			return fmt.Errorf("%s: %w", src.Name, err)
+	return withSource(c, func(src *inspect.Opened) error {
+		resp, err := inspect.Get(c.Context, src, opts)
+		if err != nil {
+			return revisionError(src, err)
 		}
-		return err
-	}
-	return printGet(c.App.Writer, writeOut(c), c.Bool("print-value-only"), resp)
+		return printGet(c.App.Writer, writeOut(c), c.Bool("print-value-only"), resp)
+	})
 }
 
 // keyRange is the range etcdctl makes of KEY [RANGE_END] with --prefix or

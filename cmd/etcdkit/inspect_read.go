@@ -458,6 +458,7 @@ func printDU(w io.Writer, format string, rep *inspect.DUReport) error {
 	if format == "table" {
 		err = printTable(w, r)
 	} else {
+		r.rows = append([][]string{r.header}, r.rows...)
 		err = printSimple(w, r)
 	}
 	if err != nil {

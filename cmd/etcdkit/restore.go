@@ -27,7 +27,7 @@ func restoreCommand() *cli.Command {
 			&cli.StringFlag{Name: "initial-advertise-peer-urls", Value: restore.DefaultPeerURL, Usage: "this member's peer URLs, comma separated"},
 			&cli.StringFlag{Name: "output-dir", Usage: "write a data dir <name>.etcd for every member of --initial-cluster into this directory"},
 			&cli.BoolFlag{Name: "skip-hash-check", Usage: "do not check the sha256 trailer (required for a db copied from a data dir)"},
-			&cli.Uint64Flag{Name: "bump-revision", Usage: "increase the latest revision by this much (requires --mark-compacted)"},
+			&cli.Uint64Flag{Name: "bump-revision", Usage: "increase the latest revision by this much (requires --mark-compacted); default: 1000000000 with --mark-compacted for Kubernetes data (/registry/ keys), else 0"},
 			&cli.BoolFlag{Name: "mark-compacted", Usage: "mark the bumped revision compacted, so watchers of older revisions are cancelled (requires --bump-revision)"},
 			&cli.Uint64Flag{Name: "initial-memory-map-size", Usage: "accepted for etcdutl compatibility; etcdkit does not map the db to restore it"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "make every check a restore makes (trailer, bolt consistency, free space, flags and IDs), print the plan, write nothing"},
@@ -53,6 +53,7 @@ func restoreCommand() *cli.Command {
 				SkipHashCheck:       c.Bool("skip-hash-check"),
 				BumpRevision:        c.Uint64("bump-revision"),
 				MarkCompacted:       c.Bool("mark-compacted"),
+				BumpKubernetes:      !c.IsSet("bump-revision"),
 			}
 			if cfg.OutputDir != "" && (c.IsSet("data-dir") || c.IsSet("wal-dir")) {
 				return usageError{fmt.Errorf("--output-dir writes every member's data dir; it cannot be combined with --data-dir or --wal-dir")}
@@ -65,6 +66,7 @@ func restoreCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
+				noteKubernetesBump(c, res)
 				if err := output(c, restoreRecord(path, res)); err != nil {
 					return err
 				}
@@ -83,9 +85,18 @@ func restoreCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			noteKubernetesBump(c, res)
 			return output(c, restoreRecord(path, res))
 		},
 	})
+}
+
+// noteKubernetesBump says, in one line on stderr, that the restore bumped
+// the revisions of Kubernetes data by default.
+func noteKubernetesBump(c *cli.Context, r restore.Result) {
+	if r.KubernetesBump {
+		fmt.Fprintf(c.App.ErrWriter, "note: Kubernetes data (/registry/ keys): revisions bumped by %d and marked compacted, so watches and informers re-list (--bump-revision 0 restores them as they were)\n", restore.KubernetesBump)
+	}
 }
 
 func restoreRecord(path string, r restore.Result) record {
@@ -131,5 +142,6 @@ func restoreFromRepo(c *cli.Context, cfg restore.Config) error {
 	if err != nil {
 		return err
 	}
+	noteKubernetesBump(c, res)
 	return output(c, restoreRecord(name, res))
 }

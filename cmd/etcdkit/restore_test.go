@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,10 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
 
+	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/internal/testetcd"
 	"github.com/etcdkit/etcdkit/restore"
+	"github.com/etcdkit/etcdkit/save"
 )
 
 // TestRestoreCLI runs snapshot restore through the CLI: etcdutl's flags,
@@ -63,8 +69,12 @@ func TestRestoreCLI(t *testing.T) {
 	t.Run("output-dir", func(t *testing.T) {
 		out, errOut, code := runCLI("snapshot", "restore", snap, "--output-dir", filepath.Join(dir, "all"),
 			"--initial-cluster", "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381,c=http://127.0.0.1:2382")
-		if code != 0 || errOut != "" {
+		// The loader's data is Kubernetes-shaped: bumped by default.
+		if code != 0 || !strings.HasPrefix(errOut, "note: Kubernetes data") || strings.Count(errOut, "\n") != 1 {
 			t.Fatalf("exit %d, stderr %q", code, errOut)
+		}
+		if !strings.Contains(out, fmt.Sprint(loaded.Revision+restore.KubernetesBump)) {
+			t.Errorf("want the bumped revision %d in %q", loaded.Revision+restore.KubernetesBump, out)
 		}
 		if n := strings.Count(out, "\n"); n != 3 {
 			t.Errorf("want one line per member, got %q", out)
@@ -129,7 +139,7 @@ func TestProgress(t *testing.T) {
 		args  func(name string) []string
 	}{
 		{"restoring", func(name string) []string {
-			return []string{"snapshot", "restore", m.DBPath(), "--skip-hash-check", "--data-dir", filepath.Join(dir, name)}
+			return []string{"snapshot", "restore", m.DBPath(), "--skip-hash-check", "--bump-revision", "0", "--data-dir", filepath.Join(dir, name)}
 		}},
 		{"reading", func(string) []string { return []string{"snapshot", "status", m.DBPath()} }},
 		{"verifying db", func(string) []string { return []string{"verify", "data-dir", m.DataDir} }},
@@ -179,4 +189,66 @@ func openPTY(t *testing.T) (ptmx, tty *os.File) {
 		t.Fatal(err)
 	}
 	return ptmx, tty
+}
+
+// TestRestoreKubernetesDefault: Kubernetes data (keys under /registry/) is
+// restored with its revisions bumped by a billion and compacted, said in
+// one line, so a watch from a revision the old cluster served is told it
+// was compacted (clients re-list); --bump-revision 0 opts out; other data
+// is restored as etcdutl restores it.
+func TestRestoreKubernetesDefault(t *testing.T) {
+	m := testetcd.StartSingle(t)
+	cli := m.Client(t)
+	ctx := testetcd.Ctx(t, time.Minute)
+	for i := range 10 {
+		if _, err := cli.Put(ctx, fmt.Sprintf("/app/%d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plain := filepath.Join(t.TempDir(), "plain.db")
+	testetcd.Must(save.Snapshot(ctx, testetcd.Must(cluster.Connect(ctx, cluster.Config{Endpoints: []string{m.ClientURL}}))(t), plain, save.Options{}))(t)
+	put, err := cli.Put(ctx, "/registry/configmaps/default/cm", "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kube := filepath.Join(t.TempDir(), "kube.db")
+	testetcd.Must(save.Snapshot(ctx, testetcd.Must(cluster.Connect(ctx, cluster.Config{Endpoints: []string{m.ClientURL}}))(t), kube, save.Options{}))(t)
+	rev := put.Header.Revision
+
+	restoreRev := func(t *testing.T, snap string, args ...string) (restore.Result, string, string) {
+		dir := filepath.Join(t.TempDir(), "r.etcd")
+		out, errOut, code := runCLI(append([]string{"snapshot", "restore", snap, "--data-dir", dir, "-w", "json"}, args...)...)
+		var res restore.Result
+		if code != 0 || json.Unmarshal([]byte(out), &res) != nil {
+			t.Fatalf("restore: exit %d %q %q", code, out, errOut)
+		}
+		return res, errOut, dir
+	}
+	if res, errOut, _ := restoreRev(t, plain); res.Revision != rev-1 || res.KubernetesBump || errOut != "" {
+		t.Fatalf("plain data: revision %d (want %d), stderr %q", res.Revision, rev-1, errOut)
+	}
+	if res, errOut, _ := restoreRev(t, kube, "--bump-revision", "0"); res.Revision != rev || errOut != "" {
+		t.Fatalf("--bump-revision 0: revision %d (want %d), stderr %q", res.Revision, rev, errOut)
+	}
+	if res, _, _ := restoreRev(t, kube, "--bump-revision", "5", "--mark-compacted"); res.Revision != rev+5 || res.KubernetesBump {
+		t.Fatalf("--bump-revision 5: %+v", res)
+	}
+	peerPort, clientPort := testetcd.FreePort(t), testetcd.FreePort(t)
+	res, errOut, dir := restoreRev(t, kube, "--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", peerPort))
+	if res.Revision != rev+restore.KubernetesBump || !res.KubernetesBump || !strings.HasPrefix(errOut, "note: Kubernetes data") || strings.Count(errOut, "\n") != 1 {
+		t.Fatalf("Kubernetes data: revision %d (want %d), stderr %q", res.Revision, rev+restore.KubernetesBump, errOut)
+	}
+	if out, errOut, code := runCLI("snapshot", "restore", kube, "--dry-run", "--data-dir", filepath.Join(t.TempDir(), "d"), "-w", "json"); code != 0 || !strings.Contains(out, `"kubernetesBump":true`) || !strings.HasPrefix(errOut, "note:") {
+		t.Fatalf("dry run: exit %d %q %q", code, out, errOut)
+	}
+	// Booted, the restored member tells a watch from the old revision
+	// that it was compacted.
+	p := testetcd.StartProcess(t, testetcd.Binaries(t, "3.7"), testetcd.ProcessConfig{DataDir: dir, ClientPort: clientPort, PeerPort: peerPort})
+	p.WaitReady(t)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	wresp := <-testetcd.NewClient(t, p.ClientURL).Watch(wctx, "/registry/", clientv3.WithPrefix(), clientv3.WithRev(rev))
+	if wresp.CompactRevision != rev+restore.KubernetesBump || !errors.Is(wresp.Err(), rpctypes.ErrCompacted) {
+		t.Fatalf("watch from revision %d: compact revision %d, err %v; want compacted at %d", rev, wresp.CompactRevision, wresp.Err(), rev+restore.KubernetesBump)
+	}
 }

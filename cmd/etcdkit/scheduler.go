@@ -47,6 +47,9 @@ func schedulerFlags(d schedulerDefaults) []cli.Flag {
 		&cli.DurationFlag{Name: "compact-keep-duration", Usage: "compaction policy: keep this much time (via the revision clock)"},
 		&cli.StringFlag{Name: "defrag-schedule", Value: d.defragSchedule, Usage: "cron schedule of rolling defrags"},
 		&cli.StringFlag{Name: "defrag-rule", Value: d.defragRule, Usage: "defragment a member only when this holds (see etcdkit defrag --help)"},
+		&cli.StringFlag{Name: "drill-schedule", Usage: "cron schedule of restore drills of the newest backup (restore, boot, check; see etcdkit backup drill)"},
+		&cli.StringFlag{Name: "drill-etcd-binary", Usage: "boot drills with this etcd executable instead of the embedded etcd"},
+		&cli.StringFlag{Name: "identity", Usage: "age identity file: drills of encrypted backups need it"},
 		&cli.BoolFlag{Name: "auto-recover-nospace", Value: d.autoRecover, Usage: "watch the alarms and recover from NOSPACE by itself"},
 		&cli.DurationFlag{Name: "alarm-check-interval", Value: def.AlarmCheckEvery, Usage: "how often the alarms and member sizes are read"},
 		&cli.StringFlag{Name: "metrics-addr", Value: def.MetricsAddr, Usage: "address of /metrics, /healthz, /readyz and /status; empty: none"},
@@ -145,12 +148,17 @@ func schedulerConfig(c *cli.Context, cc cluster.Config) (scheduler.Config, error
 	if err != nil {
 		return scheduler.Config{}, usageError{fmt.Errorf("--log-level: %w", err)}
 	}
+	ids, err := identities(c)
+	if err != nil {
+		return scheduler.Config{}, err
+	}
 	return scheduler.Config{
 		Cluster: cc, Repo: c.String("repo"), BackupSchedule: c.String("backup-schedule"), BackupAtStart: c.Bool("backup-at-start"),
 		Retention: retention(c), Compression: c.String("compression"), Recipients: rs,
 		CompactSchedule: c.String("compact-schedule"),
 		CompactPolicy:   compact.Policy{KeepRevisions: c.Int64("compact-keep-revisions"), KeepDuration: c.Duration("compact-keep-duration"), Physical: true},
 		DefragSchedule:  c.String("defrag-schedule"), DefragRule: c.String("defrag-rule"),
+		DrillSchedule: c.String("drill-schedule"), DrillEtcdBinary: c.String("drill-etcd-binary"), Identities: ids,
 		AutoRecoverNoSpace: c.Bool("auto-recover-nospace"), AlarmCheckEvery: c.Duration("alarm-check-interval"),
 		MetricsAddr: c.String("metrics-addr"), Name: c.String("name"), ElectionPrefix: c.String("election-prefix"),
 		SessionTTL: c.Int("session-ttl"), Retries: c.Int("retries"), RetryBackoff: c.Duration("retry-backoff"),

@@ -1,14 +1,13 @@
 package etcdfmt
 
 import (
-	"google.golang.org/protobuf/encoding/protowire"
-
 	"bytes"
 	"crypto/sha256"
 	"errors"
 	"testing"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
