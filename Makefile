@@ -8,9 +8,10 @@ ETCD_LINES    := 3.5 3.6 3.7
 ETCD_BINS     := $(foreach v,$(ETCD_LINES),$(ETCDKIT_CACHE)/etcd/v$(v)/etcdutl)
 VERSITYGW_VERSION := v1.8.0
 VERSITYGW     := $(ETCDKIT_CACHE)/versitygw/$(VERSITYGW_VERSION)/versitygw
+PROMTOOL      := $(ETCDKIT_CACHE)/promtool/promtool
 TEST_TIMEOUT  ?= 25m
 
-.PHONY: all build test etcd-bins s3-bins bench run vet fmt clean fuzz
+.PHONY: all build test etcd-bins s3-bins promtool-bin bench run vet fmt clean fuzz
 
 all: build
 
@@ -31,11 +32,19 @@ s3-bins: $(VERSITYGW)
 $(VERSITYGW):
 	scripts/build-versitygw.sh $(VERSITYGW_VERSION) $(dir $@)
 
+# promtool checks and unit-tests the alerting rules under deploy/prometheus,
+# built once from the Go module proxy with the module pinned in
+# tools/promtool (cached).
+promtool-bin: $(PROMTOOL)
+
+$(PROMTOOL): tools/promtool/go.mod tools/promtool/go.sum scripts/build-promtool.sh
+	scripts/build-promtool.sh tools/promtool $(dir $@)
+
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 
-test: etcd-bins s3-bins vet
+test: etcd-bins s3-bins promtool-bin vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Runs every fuzz target for FUZZTIME (default 60s) each; their seed

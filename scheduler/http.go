@@ -28,7 +28,12 @@ type metrics struct {
 	backupTime  prometheus.Gauge
 	dbSize      *prometheus.GaugeVec
 	dbInUse     *prometheus.GaugeVec
+	dbQuota     *prometheus.GaugeVec
+	interval    *prometheus.GaugeVec
+	alarms      *prometheus.GaugeVec
 	newest      atomic.Int64 // unix nanoseconds of the newest backup
+	// collectors are all of the above, registered in reg.
+	collectors []prometheus.Collector
 
 	drillSuccess  prometheus.Gauge
 	drillDuration prometheus.Gauge
@@ -39,10 +44,13 @@ type metrics struct {
 func newMetrics(s *Scheduler) *metrics {
 	m := &metrics{
 		reg:         prometheus.NewRegistry(),
-		runs:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "etcdkit_job_runs_total", Help: "Job runs by job and result (success, failed, skipped)."}, []string{"job", "result"}),
-		failures:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "etcdkit_job_failures_total", Help: "Failed job runs (after retries), and failed connection attempts as job=connect."}, []string{"job"}),
-		duration:    prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "etcdkit_job_duration_seconds", Help: "Duration of job attempts.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}, []string{"job"}),
-		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "etcdkit_job_last_success_timestamp_seconds", Help: "Unix time of each job's last success."}, []string{"job"}),
+		runs:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "etcdkit_job_runs_total", Help: "Job runs by task and result (success, failed, skipped)."}, []string{"task", "result"}),
+		failures:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "etcdkit_job_failures_total", Help: "Failed job runs (after retries), and failed connection attempts as task=connect."}, []string{"task"}),
+		duration:    prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "etcdkit_job_duration_seconds", Help: "Duration of job attempts.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}, []string{"task"}),
+		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "etcdkit_job_last_success_timestamp_seconds", Help: "Unix time of each job's last success."}, []string{"task"}),
+		interval:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "etcdkit_job_interval_seconds", Help: "Seconds between two runs of each scheduled job, from its schedule (for staleness alerts)."}, []string{"task"}),
+		dbQuota:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "etcdkit_member_db_quota_bytes", Help: "Each member's backend quota (etcd 3.6 and later report it)."}, []string{"member"}),
+		alarms:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "etcdkit_cluster_alarms", Help: "Active alarms by type (NOSPACE, CORRUPT): how many members raised it."}, []string{"alarm"}),
 		active:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "etcdkit_scheduler_active", Help: "1 when this instance is the elected active scheduler."}),
 		backupRev:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "etcdkit_backup_newest_revision", Help: "Revision of the newest backup this instance stored."}),
 		backupSize:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "etcdkit_backup_newest_size_bytes", Help: "Snapshot size of the newest backup."}),
@@ -54,11 +62,12 @@ func newMetrics(s *Scheduler) *metrics {
 	m.drillDuration = prometheus.NewGauge(prometheus.GaugeOpts{Name: "etcdkit_drill_duration_seconds", Help: "Duration of the last restore drill, restore to checks."})
 	m.drillServing = prometheus.NewGauge(prometheus.GaugeOpts{Name: "etcdkit_drill_time_to_serving_seconds", Help: "Restore and boot until the drilled member served: the recovery time to expect."})
 	m.drillFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "etcdkit_drill_failures_total", Help: "Restore drills that failed (a check, the restore or the boot)."})
-	m.reg.MustRegister(m.drillSuccess, m.drillDuration, m.drillServing, m.drillFailures)
+	m.collectors = append(m.collectors, m.drillSuccess, m.drillDuration, m.drillServing, m.drillFailures)
 	age := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "etcdkit_backup_newest_age_seconds", Help: "Age of the newest backup (0 before the first)."}, func() float64 {
 		return m.newestAge()
 	})
-	m.reg.MustRegister(m.runs, m.failures, m.duration, m.lastSuccess, m.active, m.backupRev, m.backupSize, m.backupTime, m.dbSize, m.dbInUse, age)
+	m.collectors = append(m.collectors, m.runs, m.failures, m.duration, m.lastSuccess, m.active, m.backupRev, m.backupSize, m.backupTime, m.dbSize, m.dbInUse, m.dbQuota, m.interval, m.alarms, age)
+	m.reg.MustRegister(m.collectors...)
 	return m
 }
 

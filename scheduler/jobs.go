@@ -109,6 +109,9 @@ func (s *Scheduler) watch(stop <-chan struct{}) {
 			if st.OK() {
 				s.metrics.dbSize.WithLabelValues(st.Name).Set(float64(st.DBSize))
 				s.metrics.dbInUse.WithLabelValues(st.Name).Set(float64(st.DBSizeInUse))
+				if st.DBQuota > 0 {
+					s.metrics.dbQuota.WithLabelValues(st.Name).Set(float64(st.DBQuota))
+				}
 			}
 		}
 		if time.Since(lastClock) >= time.Minute {
@@ -116,15 +119,17 @@ func (s *Scheduler) watch(stop <-chan struct{}) {
 				lastClock = time.Now()
 			}
 		}
-		if s.cfg.AutoRecoverNoSpace {
-			if as, err := alarm.List(ctx, s.cl); err == nil {
-				for _, a := range as {
-					if a.Alarm == "NOSPACE" {
-						s.log.Error("NOSPACE alarm: the cluster refuses writes; recovering", "member", a.MemberID)
-						go s.runJob("recover-nospace", s.recoverJob)
-						break
-					}
-				}
+		if as, err := alarm.List(ctx, s.cl); err == nil {
+			count := map[string]int{"NOSPACE": 0, "CORRUPT": 0}
+			for _, a := range as {
+				count[a.Alarm]++
+			}
+			for name, n := range count {
+				s.metrics.alarms.WithLabelValues(name).Set(float64(n))
+			}
+			if s.cfg.AutoRecoverNoSpace && count["NOSPACE"] > 0 {
+				s.log.Error("NOSPACE alarm: the cluster refuses writes; recovering")
+				go s.runJob("recover-nospace", s.recoverJob)
 			}
 		}
 		cancel()

@@ -165,13 +165,17 @@ func New(cfg Config) (*Scheduler, error) {
 	cfg.defaults()
 	s := &Scheduler{cfg: cfg, log: cfg.Logger.With("scheduler", cfg.Name), busy: make(chan struct{}, 1), inflight: map[string]bool{},
 		parser: cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)}
+	intervals := map[string]float64{}
 	for name, spec := range map[string]string{"backup": cfg.BackupSchedule, "compact": cfg.CompactSchedule, "defrag": cfg.DefragSchedule, "drill": cfg.DrillSchedule} {
 		if spec == "" {
 			continue
 		}
-		if _, err := s.parser.Parse(spec); err != nil {
+		sched, err := s.parser.Parse(spec)
+		if err != nil {
 			return nil, fmt.Errorf("%w: --%s-schedule %q: %w", ErrConfig, name, spec, err)
 		}
+		next := sched.Next(time.Now())
+		intervals[name] = sched.Next(next).Sub(next).Seconds()
 	}
 	if (cfg.BackupSchedule != "" || cfg.BackupAtStart || cfg.DrillSchedule != "") && cfg.Repo == "" {
 		return nil, fmt.Errorf("%w: backups and drills need --repo", ErrConfig)
@@ -196,6 +200,9 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	s.defragRule = rule
 	s.metrics = newMetrics(s)
+	for name, secs := range intervals {
+		s.metrics.interval.WithLabelValues(name).Set(secs)
+	}
 	return s, nil
 }
 
@@ -260,6 +267,12 @@ func (s *Scheduler) connect(ctx context.Context) error {
 			return err
 		}
 		s.repo = r
+		// The age of the newest backup counts from the repository, not
+		// from this process's start: a restarted scheduler over a stale
+		// repository is alerted on at once.
+		if m, err := r.Find(ctx, "latest"); err == nil {
+			s.metrics.setNewestBackup(m)
+		}
 	}
 	s.cl = cl
 	return nil

@@ -100,7 +100,7 @@ func TestJobs(t *testing.T) {
 		return ok["backup"] && ok["compact"] && ok["defrag"] && len(s.Status().Runs) > 8
 	}, func() string { b, _ := json.MarshalIndent(s.Status(), "", " "); return string(b) })
 	if code, body := get(t, "http://"+addr+"/metrics"); code != 200 ||
-		!strings.Contains(body, `etcdkit_job_runs_total{job="backup",result="success"}`) ||
+		!strings.Contains(body, `etcdkit_job_runs_total{result="success",task="backup"}`) ||
 		!strings.Contains(body, "etcdkit_backup_newest_revision") || !strings.Contains(body, "etcdkit_member_db_size_bytes") ||
 		!strings.Contains(body, "etcdkit_scheduler_active 1") || !strings.Contains(body, "etcdkit_backup_newest_age_seconds") {
 		t.Errorf("metrics %d:\n%s", code, body)
@@ -210,8 +210,8 @@ func TestStorageDown(t *testing.T) {
 		}
 		return false
 	})
-	if _, body := get(t, "http://"+addr+"/metrics"); !strings.Contains(body, `etcdkit_job_failures_total{job="backup"}`) ||
-		!strings.Contains(body, `etcdkit_job_runs_total{job="backup",result="skipped"}`) {
+	if _, body := get(t, "http://"+addr+"/metrics"); !strings.Contains(body, `etcdkit_job_failures_total{task="backup"}`) ||
+		!strings.Contains(body, `etcdkit_job_runs_total{result="skipped",task="backup"}`) {
 		t.Errorf("no failure or skip metric:\n%s", body)
 	}
 	// While the failing backup retried, its next turns came and were skipped.
@@ -383,7 +383,7 @@ func TestUnreachableAndStop(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		body, err := io.ReadAll(resp.Body)
-		return err == nil && strings.Contains(string(body), `etcdkit_job_failures_total{job="connect"}`)
+		return err == nil && strings.Contains(string(body), `etcdkit_job_failures_total{task="connect"}`)
 	})
 	if code, _ := get(t, "http://"+addr+"/healthz"); code != 200 {
 		t.Errorf("healthz %d", code)

@@ -42,12 +42,17 @@ func RepoRoot(t testing.TB) string {
 // BinDir is where "make etcd-bins" puts the binaries of one release line:
 // $ETCDKIT_CACHE/etcd/v<line>/ (default ~/.cache/etcdkit).
 func BinDir(line string) string {
-	cache := os.Getenv("ETCDKIT_CACHE")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache", "etcdkit")
+	return filepath.Join(cacheDir(), "etcd", "v"+line)
+}
+
+// cacheDir is where the Makefile builds the test tools: $ETCDKIT_CACHE,
+// default ~/.cache/etcdkit.
+func cacheDir() string {
+	if cache := os.Getenv("ETCDKIT_CACHE"); cache != "" {
+		return cache
 	}
-	return filepath.Join(cache, "etcd", "v"+line)
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "etcdkit")
 }
 
 // built remembers, per Makefile target, the outcome of building it once.
@@ -91,4 +96,18 @@ func Binaries(t testing.TB, line string) Bins {
 		}
 	}
 	return b
+}
+
+// Promtool returns Prometheus' promtool, building it with "make
+// promtool-bin" when missing.
+func Promtool(t testing.TB) string {
+	t.Helper()
+	p := filepath.Join(cacheDir(), "promtool", "promtool")
+	if _, err := os.Stat(p); err != nil {
+		makeTarget(t, "promtool-bin")
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("promtool missing after make promtool-bin: %v", err)
+	}
+	return p
 }
