@@ -60,6 +60,8 @@ type Manifest struct {
 	StoredSHA256 string     `json:"storedSha256"`
 	Verified     bool       `json:"verified"`
 	VerifiedAt   *time.Time `json:"verifiedAt,omitempty"`
+	// Attachments are files a restore also needs, stored with the backup.
+	Attachments []Attachment `json:"attachments,omitempty"`
 }
 
 func (m Manifest) dir() string { return prefix + m.ID + "/" }
@@ -120,6 +122,18 @@ func ParseManifest(name string, r io.Reader) (Manifest, error) {
 	case !isHash(m.StoredSHA256) || !isHash(m.RawSHA256):
 		return bad("stored or raw sha256 is not a sha256")
 	}
+	seen := map[string]bool{}
+	for i, a := range m.Attachments {
+		switch {
+		case checkAttachmentName(a.Name) != nil || seen[a.Name]:
+			return bad("attachment %q: not a file name, or twice", a.Name)
+		case a.Object != m.attachmentObject(i, a.Name):
+			return bad("attachment object %q (want %s)", a.Object, m.attachmentObject(i, a.Name))
+		case a.Size < 0 || a.StoredSize < 0 || !isHash(a.SHA256) || !isHash(a.StoredSHA256) || a.Mode&^0o777 != 0:
+			return bad("attachment %q: bad size, sha256 or mode", a.Name)
+		}
+		seen[a.Name] = true
+	}
 	return m, nil
 }
 
@@ -155,6 +169,10 @@ type CreateOptions struct {
 	Progress func(done, total int64)
 	// Uploaded, when set, is called with the bytes stored so far.
 	Uploaded func(n int64)
+	// Attachments are files stored with the backup, encrypted to the
+	// Recipients; without recipients only with AllowPlaintextAttachments.
+	Attachments               []string
+	AllowPlaintextAttachments bool
 }
 
 // CheckCompression refuses a compression Create does not know.
@@ -172,6 +190,9 @@ func (r *Repository) Create(ctx context.Context, c *cluster.Cluster, opts Create
 		opts.Compression = "zstd"
 	}
 	if err := CheckCompression(opts.Compression); err != nil {
+		return Manifest{}, err
+	}
+	if err := CheckAttachments(opts); err != nil {
 		return Manifest{}, err
 	}
 	// Staged on disk until the snapshot is checked; a run killed here
@@ -196,6 +217,10 @@ func (r *Repository) Create(ctx context.Context, c *cluster.Cluster, opts Create
 	if err := r.upload(ctx, file, &m, opts.Recipients, opts.Uploaded); err != nil {
 		return m, err
 	}
+	if err := r.attach(ctx, &m, opts.Attachments, opts.Recipients); err != nil {
+		r.Store.Delete(context.WithoutCancel(ctx), m.Object)
+		return m, err
+	}
 	if opts.Verify {
 		if err := r.verifyStored(ctx, &m); err != nil {
 			return m, err
@@ -212,20 +237,37 @@ func (r *Repository) upload(ctx context.Context, file string, m *Manifest, recip
 		return err
 	}
 	defer f.Close()
-	pr, pw := io.Pipe()
-	rawHash, storedHash := sha256.New(), sha256.New()
-	stored := &countingHash{h: storedHash, report: uploaded}
-	go func() {
-		pw.CloseWithError(encode(io.MultiWriter(pw, stored), io.TeeReader(f, rawHash), m.Compression, recipients))
-	}()
-	if err := r.Store.Put(ctx, m.Object, pr, -1); err != nil {
-		pr.CloseWithError(err)
-		r.Store.Delete(context.WithoutCancel(ctx), m.Object)
+	p, err := r.put(ctx, m.Object, f, m.Compression, recipients, uploaded)
+	if err != nil {
 		return err
 	}
-	m.RawSHA256 = hex.EncodeToString(rawHash.Sum(nil))
-	m.StoredSHA256, m.StoredSize = hex.EncodeToString(storedHash.Sum(nil)), stored.n
+	m.RawSHA256, m.StoredSHA256, m.StoredSize = p.raw, p.stored, p.storedSize
 	return nil
+}
+
+// stored is what put wrote: the sha256 of the raw and of the stored bytes.
+type stored struct {
+	raw, stored         string
+	rawSize, storedSize int64
+}
+
+// put streams src through compression and age into the object, hashing
+// the raw and the stored bytes on the way; a failed upload is removed.
+func (r *Repository) put(ctx context.Context, object string, src io.Reader, compression string, recipients []age.Recipient, uploaded func(int64)) (stored, error) {
+	pr, pw := io.Pipe()
+	rawHash, storedHash := &countingHash{h: sha256.New()}, &countingHash{h: sha256.New(), report: uploaded}
+	go func() {
+		pw.CloseWithError(encode(io.MultiWriter(pw, storedHash), io.TeeReader(src, rawHash), compression, recipients))
+	}()
+	if err := r.Store.Put(ctx, object, pr, -1); err != nil {
+		pr.CloseWithError(err)
+		r.Store.Delete(context.WithoutCancel(ctx), object)
+		return stored{}, err
+	}
+	return stored{
+		raw: hex.EncodeToString(rawHash.h.Sum(nil)), rawSize: rawHash.n,
+		stored: hex.EncodeToString(storedHash.h.Sum(nil)), storedSize: storedHash.n,
+	}, nil
 }
 
 // encode writes src to dst compressed and encrypted as asked.

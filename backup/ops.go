@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,11 @@ func (r *Repository) verifyStored(ctx context.Context, m *Manifest) error {
 	c := storedReader(rc, *m)
 	if _, err := io.Copy(io.Discard, c); err != nil {
 		return err
+	}
+	for _, a := range m.Attachments {
+		if err := r.copyStored(ctx, a.Object, attachmentReader(a), nil); err != nil {
+			return err
+		}
 	}
 	now := time.Now().UTC()
 	m.Verified, m.VerifiedAt = true, &now
@@ -118,7 +124,41 @@ func (r *Repository) remove(ctx context.Context, m Manifest) error {
 	if err := r.Store.Delete(ctx, m.dir()+manifestName); err != nil {
 		return err
 	}
-	return r.Store.Delete(ctx, m.Object)
+	if err := r.Store.Delete(ctx, m.Object); err != nil {
+		return err
+	}
+	return r.removeAttachments(ctx, m)
+}
+
+// attachmentReader checks an attachment's stored object as it is read.
+func attachmentReader(a Attachment) func(io.Reader) *checkedReader {
+	return func(rc io.Reader) *checkedReader {
+		return &checkedReader{r: rc, h: sha256.New(), want: a.StoredSHA256, size: a.StoredSize, what: "stored attachment " + a.Object}
+	}
+}
+
+// copyStored reads an object through its check, into dst's store when dst
+// is set (a copy to a second site), else only to check it.
+func (r *Repository) copyStored(ctx context.Context, object string, check func(io.Reader) *checkedReader, dst *Repository) error {
+	rc, err := r.Store.Get(ctx, object)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	c := check(rc)
+	if dst == nil {
+		_, err = io.Copy(io.Discard, c)
+		return err
+	}
+	err = dst.Store.Put(ctx, object, c, c.size)
+	if err == nil && c.err != io.EOF && c.n == c.size {
+		// Put stopped reading at the declared size; finish the check.
+		_, err = io.Copy(io.Discard, c)
+	}
+	if err != nil {
+		dst.Store.Delete(context.WithoutCancel(ctx), object)
+	}
+	return err
 }
 
 // CopyTo copies the backups dst lacks into dst (a second site): the data
@@ -141,19 +181,15 @@ func (r *Repository) CopyTo(ctx context.Context, dst *Repository) ([]Manifest, e
 		if exists[m.ID] {
 			continue
 		}
-		rc, err := r.Store.Get(ctx, m.Object)
-		if err != nil {
-			return copied, err
-		}
-		c := storedReader(rc, m)
-		err = dst.Store.Put(ctx, m.Object, c, m.StoredSize)
-		rc.Close()
-		if err == nil && c.err != io.EOF && c.n == m.StoredSize {
-			// Put stopped reading at the declared size; finish the check.
-			_, err = io.Copy(io.Discard, c)
+		err := r.copyStored(ctx, m.Object, func(rc io.Reader) *checkedReader { return storedReader(rc, m) }, dst)
+		for _, a := range m.Attachments {
+			if err == nil {
+				err = r.copyStored(ctx, a.Object, attachmentReader(a), dst)
+			}
 		}
 		if err != nil {
 			dst.Store.Delete(context.WithoutCancel(ctx), m.Object)
+			dst.removeAttachments(ctx, m)
 			if !errors.Is(err, ErrCorrupt) {
 				err = fmt.Errorf("copy %s: %w", m.ID, err)
 			}

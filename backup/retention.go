@@ -146,7 +146,9 @@ func (r *Repository) Prune(ctx context.Context, p Retention, grace time.Duration
 		listed[m.dir()] = true
 	}
 	for _, o := range objs {
-		dir := o.Name[:strings.LastIndex(o.Name, "/")+1]
+		// The backup's directory: backups/<id>/ (attachments lie deeper).
+		id, _, _ := strings.Cut(strings.TrimPrefix(o.Name, prefix), "/")
+		dir := prefix + id + "/"
 		if !listed[dir] && o.ModTime.Before(before) {
 			res.Leftovers = append(res.Leftovers, o.Name)
 		}

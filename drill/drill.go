@@ -92,6 +92,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.EtcdBinary != "" {
 		rep.Member = o.EtcdBinary
 	}
+	if o.ScratchDir != "" {
+		if err := os.MkdirAll(o.ScratchDir, 0o700); err != nil {
+			return nil, err
+		}
+	}
 	scratch, err := fsutil.MkdirTemp(o.ScratchDir, "etcdkit-drill-")
 	if err != nil {
 		return nil, err

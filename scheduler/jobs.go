@@ -14,7 +14,8 @@ import (
 
 // backupJob creates a verified backup and applies the retention rules.
 func (s *Scheduler) backupJob(ctx context.Context) error {
-	m, err := s.repo.Create(ctx, s.cl, backup.CreateOptions{Compression: s.cfg.Compression, Recipients: s.cfg.Recipients, Verify: true})
+	m, err := s.repo.Create(ctx, s.cl, backup.CreateOptions{Compression: s.cfg.Compression, Recipients: s.cfg.Recipients, Verify: true,
+		Attachments: s.cfg.Attachments, AllowPlaintextAttachments: s.cfg.AllowPlaintextAttachments})
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}

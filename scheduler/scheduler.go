@@ -39,6 +39,9 @@ type Config struct {
 	Retention      backup.Retention
 	Compression    string
 	Recipients     []age.Recipient
+	// Attachments are stored with every backup (backup.CreateOptions).
+	Attachments               []string
+	AllowPlaintextAttachments bool
 
 	CompactSchedule string
 	CompactPolicy   compact.Policy // KeepRevisions or KeepDuration
@@ -187,6 +190,9 @@ func New(cfg Config) (*Scheduler, error) {
 		if err := backup.CheckCompression(cfg.Compression); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
+	}
+	if err := backup.CheckAttachments(backup.CreateOptions{Recipients: cfg.Recipients, Attachments: cfg.Attachments, AllowPlaintextAttachments: cfg.AllowPlaintextAttachments}); err != nil {
+		return nil, fmt.Errorf("%w: --attach: %w", ErrConfig, err)
 	}
 	if err := cfg.Retention.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)

@@ -128,6 +128,8 @@ func backupCommand() *cli.Command {
 					&cli.StringSliceFlag{Name: "encrypt-to", Usage: "age recipient (age1...) or a file of them; repeatable"},
 					&cli.BoolFlag{Name: "verify", Value: true, Usage: "re-read the stored object after the upload"},
 					&cli.StringFlag{Name: "tmp-dir", Usage: "where the snapshot is staged before the upload (default: the system's)"},
+					&cli.StringSliceFlag{Name: "attach", Usage: "a file a restore also needs (encryption config, PKI, token), stored with the backup encrypted to --encrypt-to; repeatable"},
+					&cli.BoolFlag{Name: "allow-plaintext-attachments", Usage: "store --attach files without --encrypt-to (they usually hold secrets)"},
 				},
 				Action: withCluster(runBackupCreate),
 			}),
@@ -151,6 +153,15 @@ func backupCommand() *cli.Command {
 			leaf(&cli.Command{
 				Name: "delete", Usage: "delete one backup", ArgsUsage: "ID", Flags: []cli.Flag{flagRepo},
 				Action: withRepo(runBackupDelete),
+			}),
+			leaf(&cli.Command{
+				Name:      "attachments",
+				Usage:     "write a backup's attachments (files stored with --attach) into a directory, with their modes",
+				ArgsUsage: "[ID|latest]",
+				Flags: []cli.Flag{flagRepo, flagIdentity,
+					&cli.StringFlag{Name: "output-dir", Required: true, Usage: "where the files are written (made 0700 if missing; existing files are not overwritten)"},
+				},
+				Action: withRepo(runBackupAttachments),
 			}),
 			leaf(&cli.Command{
 				Name:      "drill",
@@ -197,7 +208,7 @@ func runBackupCreate(c *cli.Context, cl *cluster.Cluster) error {
 	bar := newProgress(c.App.ErrWriter, "snapshot")
 	m, err := r.Create(c.Context, cl, backup.CreateOptions{
 		Compression: c.String("compression"), Recipients: rs, Verify: c.Bool("verify"), TempDir: c.String("tmp-dir"),
-		Progress: bar.Report,
+		Progress: bar.Report, Attachments: c.StringSlice("attach"), AllowPlaintextAttachments: c.Bool("allow-plaintext-attachments"),
 	})
 	bar.Done()
 	if err != nil {
@@ -308,4 +319,36 @@ func drillRecord(r *drill.Report) record {
 	rec.rows = append(rec.rows, []string{"drill", fmt.Sprint(r.OK), summary})
 	rec.fields = append(rec.fields, [2]string{"Drill", summary})
 	return rec
+}
+
+func runBackupAttachments(c *cli.Context, r *backup.Repository) error {
+	if c.NArg() > 1 {
+		return usageError{fmt.Errorf("backup attachments takes at most one backup ID")}
+	}
+	ids, err := identities(c)
+	if err != nil {
+		return err
+	}
+	m, err := r.Find(c.Context, c.Args().First())
+	if err != nil {
+		return err
+	}
+	return extractAttachments(c, r, m, ids, c.String("output-dir"))
+}
+
+// extractAttachments writes m's attachments into dir and lists them.
+func extractAttachments(c *cli.Context, r *backup.Repository, m backup.Manifest, ids []age.Identity, dir string) error {
+	paths, err := r.ExtractAttachments(c.Context, m, ids, dir)
+	if err != nil {
+		return err
+	}
+	if len(m.Attachments) == 0 {
+		fmt.Fprintf(c.App.ErrWriter, "note: backup %s has no attachments\n", m.ID)
+	}
+	rec := record{json: m.Attachments, header: []string{"NAME", "MODE", "SIZE", "WRITTEN TO"}}
+	for i, a := range m.Attachments {
+		rec.rows = append(rec.rows, []string{a.Name, fmt.Sprintf("%04o", a.Mode), humanBytes(a.Size), paths[i]})
+		rec.fields = append(rec.fields, [2]string{a.Name, paths[i]})
+	}
+	return output(c, rec)
 }

@@ -31,9 +31,13 @@ func restoreCommand() *cli.Command {
 			&cli.BoolFlag{Name: "mark-compacted", Usage: "mark the bumped revision compacted, so watchers of older revisions are cancelled (requires --bump-revision)"},
 			&cli.Uint64Flag{Name: "initial-memory-map-size", Usage: "accepted for etcdutl compatibility; etcdkit does not map the db to restore it"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "make every check a restore makes (trailer, bolt consistency, free space, flags and IDs), print the plan, write nothing"},
+			&cli.StringFlag{Name: "attachments-dir", Usage: "with --repo: also write the backup's attachments (encryption config, PKI, token) into this directory"},
 		}, backupSourceFlags("restore from this backup repository instead of a FILE (streamed: download, decrypt, decompress, verify, restore)")...),
 		Action: func(c *cli.Context) error {
 			fromRepo := c.String("repo") != ""
+			if c.String("attachments-dir") != "" && !fromRepo {
+				return usageError{fmt.Errorf("--attachments-dir brings back a stored backup's attachments: it needs --repo")}
+			}
 			if fromRepo {
 				if err := needArgs(c, 0, "no FILE with --repo"); err != nil {
 					return err
@@ -143,5 +147,11 @@ func restoreFromRepo(c *cli.Context, cfg restore.Config) error {
 		return err
 	}
 	noteKubernetesBump(c, res)
+	if dir := c.String("attachments-dir"); dir != "" {
+		if _, err := r.ExtractAttachments(c.Context, m, ids, dir); err != nil {
+			return fmt.Errorf("the data dir is restored, but its attachments are not: %w", err)
+		}
+		fmt.Fprintf(c.App.ErrWriter, "note: %d attachment(s) of backup %s written to %s\n", len(m.Attachments), m.ID, dir)
+	}
 	return output(c, restoreRecord(name, res))
 }

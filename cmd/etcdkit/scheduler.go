@@ -42,6 +42,8 @@ func schedulerFlags(d schedulerDefaults) []cli.Flag {
 		&cli.BoolFlag{Name: "backup-at-start", Value: d.backupAtStart, Usage: "take a backup as soon as this instance becomes active"},
 		&cli.StringFlag{Name: "compression", Value: def.Compression, Usage: "zstd or none"},
 		&cli.StringSliceFlag{Name: "encrypt-to", Usage: "age recipient (or file of them) to encrypt backups to; repeatable"},
+		&cli.StringSliceFlag{Name: "attach", Usage: "a file stored with every backup (encryption config, PKI, token), encrypted to --encrypt-to; repeatable"},
+		&cli.BoolFlag{Name: "allow-plaintext-attachments", Usage: "store --attach files without --encrypt-to"},
 		&cli.StringFlag{Name: "compact-schedule", Value: d.compactSchedule, Usage: "cron schedule of compactions (never past the newest backup)"},
 		&cli.Int64Flag{Name: "compact-keep-revisions", Value: d.compactKeepRevisions, Usage: "compaction policy: keep this many revisions"},
 		&cli.DurationFlag{Name: "compact-keep-duration", Usage: "compaction policy: keep this much time (via the revision clock)"},
@@ -155,6 +157,7 @@ func schedulerConfig(c *cli.Context, cc cluster.Config) (scheduler.Config, error
 	return scheduler.Config{
 		Cluster: cc, Repo: c.String("repo"), BackupSchedule: c.String("backup-schedule"), BackupAtStart: c.Bool("backup-at-start"),
 		Retention: retention(c), Compression: c.String("compression"), Recipients: rs,
+		Attachments: c.StringSlice("attach"), AllowPlaintextAttachments: c.Bool("allow-plaintext-attachments"),
 		CompactSchedule: c.String("compact-schedule"),
 		CompactPolicy:   compact.Policy{KeepRevisions: c.Int64("compact-keep-revisions"), KeepDuration: c.Duration("compact-keep-duration"), Physical: true},
 		DefragSchedule:  c.String("defrag-schedule"), DefragRule: c.String("defrag-rule"),

@@ -37,8 +37,7 @@ type S3 struct {
 // given buckets.
 func StartS3(t testing.TB, buckets ...string) *S3 {
 	t.Helper()
-	cache := filepath.Dir(BinDir("x"))
-	bin := filepath.Join(filepath.Dir(cache), "versitygw", VersityGWVersion, "versitygw")
+	bin := filepath.Join(cacheDir(), "versitygw", VersityGWVersion, "versitygw")
 	if _, err := os.Stat(bin); err != nil {
 		makeTarget(t, "s3-bins")
 	}

@@ -155,3 +155,36 @@ func ensureCompacted(snap string) string {
 	}
 	return db
 }
+
+// ensureRepo returns a backup repository holding one backup of the
+// benchmark data (uncompressed, as the drill's input): made once by
+// restoring the snapshot, booting etcd 3.7 on it and running etcdkit
+// backup create, and cached.
+func ensureRepo(snap string) string {
+	repo := filepath.Join(*cacheDir, "repo")
+	stamp := filepath.Join(*cacheDir, "repo.done")
+	if fi, err := os.Stat(stamp); err == nil {
+		if si, err := os.Stat(snap); err == nil && fi.ModTime().After(si.ModTime()) {
+			return repo
+		}
+	}
+	log.Printf("generating the backup repository for the drill")
+	os.RemoveAll(repo)
+	dataDir := filepath.Join(*cacheDir, "repo.etcd")
+	os.RemoveAll(dataDir)
+	defer os.RemoveAll(dataDir)
+	if out, err := exec.Command(*etcdkit, "snapshot", "restore", snap, "--data-dir", dataDir, "--bump-revision", "0",
+		"--initial-advertise-peer-urls", "http://127.0.0.1:23800", "--initial-cluster", "default=http://127.0.0.1:23800").CombinedOutput(); err != nil {
+		log.Fatalf("restore: %v\n%s", err, out)
+	}
+	stop, _, url := startEtcd(dataDir)
+	out, err := exec.Command(*etcdkit, "backup", "create", "--repo", repo, "--endpoints", url, "--compression", "none", "--command-timeout", "10m").CombinedOutput()
+	stop()
+	if err != nil {
+		log.Fatalf("backup create: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(stamp, nil, 0o644); err != nil {
+		log.Fatal(err)
+	}
+	return repo
+}

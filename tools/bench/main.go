@@ -5,6 +5,7 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -98,6 +99,8 @@ until %[6]s endpoint health >/dev/null 2>&1; do sleep 0.05; done
 		return []string{"/bin/sh", "-c", script}
 	}
 	const benchPrefix = "/registry/bench/ns-007/"
+	repo := ensureRepo(snap)
+	var drillServing []float64
 	historyLines := 0
 	cases := []benchCase{
 		{
@@ -156,6 +159,27 @@ until %[6]s endpoint health >/dev/null 2>&1; do sleep 0.05; done
 				return kit("defrag", "--data-dir", filepath.Join(defragDir, "kit")), utl("defrag", "--data-dir", filepath.Join(defragDir, "utl"))
 			},
 			cleanup: func() { os.RemoveAll(defragDir); syncFS(*cacheDir) },
+		},
+		{
+			name: "backup drill (restore, boot, checks; peer: etcdutl snapshot restore alone)", target: "report",
+			prepare: func(int) ([]string, []string) {
+				// Time to a serving member, from the drill's own report.
+				if err := os.MkdirAll(restoreDir, 0o755); err != nil {
+					log.Fatal(err)
+				}
+				out, err := exec.Command(*etcdkit, "backup", "drill", "--repo", repo, "--scratch-dir", restoreDir, "-w", "json").Output()
+				if err != nil {
+					log.Fatalf("backup drill: %v", err)
+				}
+				var r struct{ ServingSeconds float64 }
+				if err := json.Unmarshal(out, &r); err != nil {
+					log.Fatal(err)
+				}
+				drillServing = append(drillServing, r.ServingSeconds)
+				return kit("backup", "drill", "--repo", repo, "--scratch-dir", restoreDir),
+					utl("snapshot", "restore", snap, "--data-dir", filepath.Join(restoreDir, "utl"))
+			},
+			cleanup: cleanRestore,
 		},
 		{
 			name: "inspect get --prefix --keys-only (peer: etcdutl restore + etcd + etcdctl get)", target: "≤ 1.5x floor, ≤ 128 MiB",
@@ -235,6 +259,10 @@ kill $W`, etcdctl, benchPrefix, opDir, opDir, historyLines)
 			fmtMiB(k.rss), fmtMiB(u.rss), floor, vsFloor)
 		log.Print(row)
 		rows = append(rows, row)
+	}
+	if len(drillServing) > 0 {
+		sort.Float64s(drillServing)
+		rows = append(rows, fmt.Sprintf("| backup drill: time to a serving member (median, from its report) | %.2fs | | | | | | | |", drillServing[len(drillServing)/2]))
 	}
 	writeReport(snap, fi.Size(), rows)
 }
