@@ -161,7 +161,7 @@ until %[6]s endpoint health >/dev/null 2>&1; do sleep 0.05; done
 			cleanup: func() { os.RemoveAll(defragDir); syncFS(*cacheDir) },
 		},
 		{
-			name: "backup drill (restore, boot, checks; peer: etcdutl snapshot restore alone)", target: "report",
+			name: "backup drill: restore, boot and check (peer: etcdutl snapshot restore alone)", target: "report",
 			prepare: func(int) ([]string, []string) {
 				// Time to a serving member, from the drill's own report.
 				if err := os.MkdirAll(restoreDir, 0o755); err != nil {
@@ -369,7 +369,7 @@ func writeReport(snap string, size int64, rows []string) {
 	fmt.Fprintf(&b, "- data: snapshot of %.2f GB from a real etcd 3.7: %d keys × %d revisions, %d-byte values (`%s`)\n",
 		float64(size)/1e9, *keys, *rounds, *valueSize, filepath.Base(snap))
 	fmt.Fprintf(&b, "- defrag data: that snapshot restored, booted on etcd 3.7 and compacted at its latest revision, so about two thirds of its pages are free (`compacted.db`, a fresh copy per run)\n")
-	fmt.Fprintf(&b, "- method: %d runs per tool, alternating which goes first, page cache warm; median wall time, worst peak RSS (getrusage maxrss); floor = one sequential read of the file (status, hashkv) or one copy of it with fsync (restore), measured in the same run; etcdutl has no multi-member restore, so it runs once per member; for the inspect rows the etcdutl column is the path an operator takes today to get the same answer from a snapshot (etcdutl snapshot restore, start etcd 3.7 on it, ask etcdctl; time to the answer, peak RSS of the largest process) and the floor is one sequential read of the file\n\n", *runs)
+	fmt.Fprintf(&b, "- method: %d runs per tool, alternating which goes first, page cache warm; median wall time, worst peak RSS (getrusage maxrss); floor = one sequential read of the file (status, hashkv) or one copy of it with fsync (restore), measured in the same run; etcdutl has no multi-member restore, so it runs once per member; for the inspect rows the etcdutl column is the path an operator takes today to get the same answer from a snapshot (etcdutl snapshot restore, start etcd 3.7 on it, ask etcdctl; time to the answer, peak RSS of the largest process) and the floor is one sequential read of the file; the drill rows compare a whole drill of a backup of the same data (restore from the repository, boot the embedded etcd, checks) with a plain etcdutl restore of the snapshot\n\n", *runs)
 	b.WriteString("| command | etcdkit | etcdutl | ratio | target | etcdkit peak RSS | etcdutl peak RSS | floor | etcdkit / floor |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		b.WriteString(r + "\n")
