@@ -65,6 +65,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			serveCommand(),
 			inspectCommand(),
 			migrateCommand(),
+			memberCommand(),
 		},
 		OnUsageError:    func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
 		ExitErrHandler:  func(*cli.Context, error) {},

@@ -13,6 +13,7 @@ import (
 	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
+	"github.com/etcdkit/etcdkit/member"
 	"github.com/etcdkit/etcdkit/migrate"
 	"github.com/etcdkit/etcdkit/repo"
 	"github.com/etcdkit/etcdkit/restore"
@@ -33,7 +34,9 @@ var errorCodes = []struct {
 	{exitMismatch, []error{restore.ErrHashMismatch, save.ErrHashKVMismatch, drill.ErrFailed}},
 	{exitRefused, []error{restore.ErrTargetExists, fsutil.ErrNoSpace, compact.ErrPastBackup}},
 	{exitUsage, []error{restore.ErrConfig, compact.ErrPolicy, rollingdefrag.ErrRule, migrate.ErrTarget, inspect.ErrNoWAL}},
-	{exitRefused, []error{migrate.ErrMigrate, backup.ErrAttachmentExists}},
+	{exitRefused, []error{migrate.ErrMigrate, backup.ErrAttachmentExists, member.ErrHealthy}},
+	{exitInput, []error{member.ErrNoMember}},
+	{exitUnavailable, []error{member.ErrNotReady}},
 	{exitUsage, []error{backup.ErrAttachment}},
 	{exitCorrupt, []error{etcdfmt.ErrWALCorrupt}},
 	{exitUnavailable, []error{cluster.ErrUnreachable, cluster.ErrUnhealthy, save.ErrNoMember, alarm.ErrStillFull}},

@@ -285,3 +285,17 @@ func Ctx(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// Join starts a member that joins the running cluster with the settings a
+// member add printed (its name, peer URL and the initial cluster).
+func (c *Cluster) Join(t testing.TB, name, peerURL, initialCluster string) *Member {
+	t.Helper()
+	m := &Member{Name: name, PeerURL: peerURL, ClientURL: fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)), clusterStr: initialCluster}
+	m.DataDir = filepath.Join(t.TempDir(), name+".etcd")
+	if err := m.start(c.Token, "existing", nil); err != nil {
+		t.Fatal(err)
+	}
+	c.Members = append(c.Members, m)
+	t.Cleanup(m.Stop)
+	return m
+}
