@@ -14,8 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,12 +23,11 @@ import (
 
 	"filippo.io/age"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
 	"github.com/etcdkit/etcdkit/backup"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
-	"github.com/etcdkit/etcdkit/internal/logging"
+	"github.com/etcdkit/etcdkit/internal/localetcd"
 	"github.com/etcdkit/etcdkit/restore"
 )
 
@@ -102,7 +99,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(scratch)
-	ports, err := freePorts(2)
+	ports, err := localetcd.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -228,40 +225,11 @@ func boot(ctx context.Context, o Options, dataDir, peer, client string, log *err
 			}
 		}, nil
 	}
-	cfg := embed.NewConfig()
-	cfg.Name, cfg.Dir = "drill", dataDir
-	pu, err := url.Parse(peer)
+	m, err := localetcd.Start(localetcd.Config{Name: "drill", DataDir: dataDir, PeerURL: peer, ClientURL: client, Log: log, Level: slog.LevelError, Timeout: o.StartTimeout})
 	if err != nil {
 		return nil, err
 	}
-	cu, err := url.Parse(client)
-	if err != nil {
-		return nil, err
-	}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-	cfg.InitialCluster = "drill=" + peer
-	cfg.ListenMetricsUrls = nil
-	zl, bridge := logging.Zap(slog.New(log), slog.LevelError, "etcd")
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zl)
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		return nil, err
-	}
-	stop = func() {
-		bridge.Stopping()
-		e.Close()
-	}
-	select {
-	case <-e.Server.ReadyNotify():
-		return stop, nil
-	case err := <-e.Err():
-		stop()
-		return nil, err
-	case <-time.After(o.StartTimeout):
-		stop()
-		return nil, fmt.Errorf("not ready after %s", o.StartTimeout)
-	}
+	return m.Stop, nil
 }
 
 // waitServing waits until the member answers a linearizable read.
@@ -279,26 +247,6 @@ func waitServing(ctx context.Context, cli *clientv3.Client, timeout time.Duratio
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// freePorts asks the kernel for n free loopback ports.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // errorLog collects the errors the drilled member logs: a slog handler for

@@ -8,7 +8,6 @@ package migrate
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -200,23 +199,7 @@ func lockExclusive(path string, timeout time.Duration) (*os.File, error) {
 }
 
 func copySynced(from, to string) error {
-	in, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(out, in)
-	if err == nil {
-		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := fsutil.CopyFile(from, to, true); err != nil {
 		return fmt.Errorf("copy %s to %s: %w", from, filepath.Base(to), err)
 	}
 	return nil

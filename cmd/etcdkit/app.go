@@ -66,6 +66,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			inspectCommand(),
 			migrateCommand(),
 			memberCommand(),
+			recoverCommand(),
 		},
 		OnUsageError:    func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
 		ExitErrHandler:  func(*cli.Context, error) {},

@@ -15,6 +15,7 @@ import (
 	"github.com/etcdkit/etcdkit/internal/fsutil"
 	"github.com/etcdkit/etcdkit/member"
 	"github.com/etcdkit/etcdkit/migrate"
+	"github.com/etcdkit/etcdkit/quorum"
 	"github.com/etcdkit/etcdkit/repo"
 	"github.com/etcdkit/etcdkit/restore"
 	"github.com/etcdkit/etcdkit/rollingdefrag"
@@ -35,7 +36,7 @@ var errorCodes = []struct {
 	{exitRefused, []error{restore.ErrTargetExists, fsutil.ErrNoSpace, compact.ErrPastBackup}},
 	{exitUsage, []error{restore.ErrConfig, compact.ErrPolicy, rollingdefrag.ErrRule, migrate.ErrTarget, inspect.ErrNoWAL}},
 	{exitRefused, []error{migrate.ErrMigrate, backup.ErrAttachmentExists, member.ErrHealthy}},
-	{exitInput, []error{member.ErrNoMember}},
+	{exitInput, []error{member.ErrNoMember, quorum.ErrForeign}},
 	{exitUnavailable, []error{member.ErrNotReady}},
 	{exitUsage, []error{backup.ErrAttachment}},
 	{exitCorrupt, []error{etcdfmt.ErrWALCorrupt}},

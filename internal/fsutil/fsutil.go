@@ -178,3 +178,25 @@ func ReadSmall(path string, max int64) ([]byte, error) {
 	}
 	return b, err
 }
+
+// CopyFile copies from into a new file to (created with O_EXCL, mode
+// 0600), fsynced when sync is set.
+func CopyFile(from, to string, sync bool) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if err == nil && sync {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -299,3 +299,33 @@ func (c *Cluster) Join(t testing.TB, name, peerURL, initialCluster string) *Memb
 	t.Cleanup(m.Stop)
 	return m
 }
+
+// Boot starts a cluster on data dirs a restore wrote: member names[i] on
+// dirs[i] at peerURLs[i], all at once (each waits for a quorum).
+func Boot(t testing.TB, names, dirs, peerURLs []string, token string) *Cluster {
+	t.Helper()
+	cl := &Cluster{Token: token}
+	var initial []string
+	for i, n := range names {
+		initial = append(initial, n+"="+peerURLs[i])
+	}
+	for i, n := range names {
+		cl.Members = append(cl.Members, &Member{Name: n, DataDir: dirs[i], PeerURL: peerURLs[i],
+			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)), clusterStr: strings.Join(initial, ",")})
+	}
+	errc := make(chan error, len(names))
+	for _, m := range cl.Members {
+		go func() { errc <- m.start(token, "new", nil) }()
+	}
+	for range cl.Members {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, m := range cl.Members {
+			m.Stop()
+		}
+	})
+	return cl
+}
