@@ -185,3 +185,50 @@ func TestMemberReplace(t *testing.T) {
 		t.Fatalf("member add:\n got %q\nwant %q", norm(ours), norm(theirs))
 	}
 }
+
+// TestMemberReplaceResumes: a replace killed right after it removed the
+// dead member (the cluster holds its marker, no learner yet) continues
+// when run again: the new member is added as a learner under the old name.
+func TestMemberReplaceResumes(t *testing.T) {
+	cl := testetcd.StartCluster(t, 3)
+	cli := cl.Client(t)
+	ctx := testetcd.Ctx(t, time.Minute)
+	dead := cl.Members[2]
+	dead.Stop()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deadID uint64
+	for _, m := range list.Members {
+		if m.Name == dead.Name {
+			deadID = m.ID
+		}
+	}
+	// What the first run did before it was killed.
+	if _, err := cli.Put(ctx, "__etcdkit/member-replace/"+dead.Name, dead.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.MemberRemove(ctx, deadID); err != nil {
+		t.Fatal(err)
+	}
+	newPeer := fmt.Sprintf("http://127.0.0.1:%d", testetcd.FreePort(t))
+	eps := strings.Join(cl.Endpoints()[:2], ",")
+	out, errOut, code := runCLI("member", "replace", dead.Name, "--peer-urls", newPeer, "--endpoints", eps)
+	if code != 0 || !strings.Contains(errOut, "added "+dead.Name) || strings.Contains(errOut, "removed") {
+		t.Fatalf("resumed replace: exit %d\n%s\n%s", code, out, errOut)
+	}
+	list, err = cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	learners := 0
+	for _, m := range list.Members {
+		if m.IsLearner && len(m.PeerURLs) == 1 && m.PeerURLs[0] == newPeer {
+			learners++
+		}
+	}
+	if len(list.Members) != 3 || learners != 1 {
+		t.Fatalf("members after the resumed replace: %v", list.Members)
+	}
+}

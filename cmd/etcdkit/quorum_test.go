@@ -81,6 +81,12 @@ func TestRecoverQuorumLoss(t *testing.T) {
 	if treeSum(t, survivor.DataDir) != before || treeSum(t, stale) != beforeStale {
 		t.Fatal("recover changed a survivor's data dir")
 	}
+	// Run again: the data dirs exist, so it refuses and changes nothing.
+	outSum := treeSum(t, out)
+	expectFailure(t, append(args, "--from-data-dir", survivor.DataDir), exitRefused, "refusing to overwrite")
+	if treeSum(t, out) != outSum {
+		t.Fatal("a second recover changed the recovered data dirs")
+	}
 	// --from-db: a raw db restores too (its unapplied entries are lost).
 	fromDB := filepath.Join(t.TempDir(), "from-db")
 	if out, errOut, code := runCLI("recover", "--from-db", survivor.DBPath(), "--initial-cluster", strings.Join(initial, ","), "--output-dir", fromDB); code != 0 || strings.Count(out, "\n") != 3 {
