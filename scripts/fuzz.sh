@@ -17,6 +17,7 @@ targets=(
   repo:FuzzParseURL
   inspect:FuzzGet
   inspect:FuzzRead
+  inspect:FuzzWALRecord
   cmd/etcdkit:FuzzSchedulerConfig
 )
 summary=()
