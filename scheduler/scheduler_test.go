@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -421,4 +422,97 @@ func TestUnreachableAndStop(t *testing.T) {
 	t.Logf("stopped in %s", time.Since(stopped).Round(time.Millisecond))
 	s3.Restart(t)
 	listedBackupsCheck(t, s3.URL("bkp", "stop"))
+}
+
+// TestDrillJob: the scheduler's drill job restores the newest backup,
+// boots it and checks it, records a success in its metrics; a repository
+// whose newest backup's recorded HashKV was altered makes it a failed job
+// with one log line naming the check, counted in etcdkit_drill_failures_total.
+func TestDrillJob(t *testing.T) {
+	m := testetcd.StartSingle(t)
+	if _, err := testetcd.Load(testetcd.Ctx(t, time.Minute), m.Client(t), testetcd.LoadSpec{Keys: 100, Rounds: 1, Seed: 4}); err != nil {
+		t.Fatal(err)
+	}
+	repoDir := filepath.Join(t.TempDir(), "repo")
+	addr := fmt.Sprintf("127.0.0.1:%d", testetcd.FreePort(t))
+	var logBuf syncBuffer
+	s, cancel, _ := start(t, scheduler.Config{
+		Cluster: cluster.Config{Endpoints: []string{m.ClientURL}},
+		Repo:    repoDir, BackupAtStart: true, DrillSchedule: "@every 2s", Retries: 0,
+		MetricsAddr: addr, Logger: slog.New(slog.NewJSONHandler(&logBuf, nil)),
+	})
+	waitFor(t, 60*time.Second, "a drill that passed", func() bool {
+		for _, r := range s.Status().Runs {
+			if r.Job == "drill" && r.Result == "success" {
+				return true
+			}
+		}
+		return false
+	}, func() string { b, _ := json.MarshalIndent(s.Status(), "", " "); return string(b) })
+	if _, body := get(t, "http://"+addr+"/metrics"); !strings.Contains(body, "etcdkit_drill_last_success_timestamp_seconds 1") ||
+		!strings.Contains(body, `etcdkit_job_interval_seconds{task="drill"} 2`) {
+		t.Fatalf("metrics:\n%s", body)
+	}
+	cancel() // the cleanup waits for it to stop
+	waitFor(t, 30*time.Second, "the first scheduler to stop", func() bool { return !s.Active() })
+
+	// Alter the recorded HashKV of the backup: the next drills fail.
+	paths, err := filepath.Glob(filepath.Join(repoDir, "backups", "*", "manifest.json"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("manifests: %v %v", paths, err)
+	}
+	for _, p := range paths {
+		b := testetcd.Must(os.ReadFile(p))(t)
+		var man map[string]any
+		if err := json.Unmarshal(b, &man); err != nil {
+			t.Fatal(err)
+		}
+		h := man["hashKV"].(map[string]any)
+		h["hash"] = h["hash"].(float64) + 1
+		testetcd.WriteFile(t, p, testetcd.Must(json.Marshal(man))(t))
+	}
+	addr = fmt.Sprintf("127.0.0.1:%d", testetcd.FreePort(t))
+	s2, _, _ := start(t, scheduler.Config{
+		Cluster: cluster.Config{Endpoints: []string{m.ClientURL}},
+		Repo:    repoDir, DrillSchedule: "@every 2s", Retries: 0,
+		MetricsAddr: addr, Logger: slog.New(slog.NewJSONHandler(&logBuf, nil)), Name: "second",
+	})
+	waitFor(t, 60*time.Second, "a failed drill", func() bool {
+		for _, r := range s2.Status().Runs {
+			if r.Job == "drill" && r.Result == "failed" && strings.Contains(r.Error, "hashkv:") {
+				return true
+			}
+		}
+		return false
+	}, func() string { b, _ := json.MarshalIndent(s2.Status(), "", " "); return string(b) })
+	if _, body := get(t, "http://"+addr+"/metrics"); !strings.Contains(body, "etcdkit_drill_failures_total 1") && !strings.Contains(body, "etcdkit_drill_failures_total 2") {
+		t.Fatalf("metrics:\n%s", body)
+	}
+	failed := 0
+	for _, l := range strings.Split(logBuf.String(), "\n") {
+		if strings.Contains(l, `"msg":"job failed"`) && strings.Contains(l, `"job":"drill"`) && strings.Contains(l, "hashkv:") {
+			failed++
+		}
+	}
+	if failed == 0 {
+		t.Fatalf("no log line for the failed drill:\n%s", logBuf.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
