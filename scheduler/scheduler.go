@@ -183,6 +183,9 @@ func New(cfg Config) (*Scheduler, error) {
 	if (cfg.BackupSchedule != "" || cfg.BackupAtStart || cfg.DrillSchedule != "") && cfg.Repo == "" {
 		return nil, fmt.Errorf("%w: backups and drills need --repo", ErrConfig)
 	}
+	if cfg.DrillSchedule != "" && len(cfg.Recipients) > 0 && len(cfg.Identities) == 0 {
+		return nil, fmt.Errorf("%w: --drill-schedule with --encrypt-to needs --identity to decrypt the backups it drills", ErrConfig)
+	}
 	if cfg.CompactSchedule != "" && cfg.CompactPolicy.KeepRevisions == 0 && cfg.CompactPolicy.KeepDuration == 0 {
 		return nil, fmt.Errorf("%w: --compact-schedule needs --compact-keep-revisions or --compact-keep-duration", ErrConfig)
 	}

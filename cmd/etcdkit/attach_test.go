@@ -129,7 +129,8 @@ func TestBackupAttachments(t *testing.T) {
 }
 
 // TestSchedulerAttachmentsRefused: the scheduler refuses plaintext
-// attachments (and missing files) when it starts, as backup create does.
+// attachments (and missing files) when it starts, as backup create does,
+// and drills of encrypted backups without the identity to open them.
 func TestSchedulerAttachmentsRefused(t *testing.T) {
 	dir := t.TempDir()
 	f := filepath.Join(dir, "token")
@@ -137,4 +138,7 @@ func TestSchedulerAttachmentsRefused(t *testing.T) {
 	base := []string{"scheduler", "--repo", dir, "--check", "--metrics-addr=", "--endpoints", "127.0.0.1:1", "--dial-timeout", "200ms", "--command-timeout", "300ms"}
 	expectFailure(t, append(base, "--attach", f), exitUsage, "--allow-plaintext-attachments")
 	expectFailure(t, append(base, "--attach", filepath.Join(dir, "missing"), "--allow-plaintext-attachments"), exitUsage, "no such file")
+	// Drills of encrypted backups need the identity.
+	id := testetcd.Must(age.GenerateX25519Identity())(t)
+	expectFailure(t, append(base, "--drill-schedule", "@daily", "--encrypt-to", id.Recipient().String()), exitUsage, "--identity")
 }
