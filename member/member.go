@@ -232,12 +232,11 @@ func Replace(ctx context.Context, c *cluster.Cluster, o ReplaceOptions) (Replace
 			return res, fmt.Errorf("%w: %s (%x) answers on %s; replace a live member only with --force", ErrHealthy, target.Name, target.ID, strings.Join(target.ClientURLs, ","))
 		}
 		cctx, cancel := context.WithTimeout(ctx, c.Timeout())
-		_, err := c.Client.Put(cctx, marker, name)
-		if err == nil {
-			_, err = c.Client.MemberRemove(cctx, target.ID)
+		defer cancel()
+		if _, err := c.Client.Put(cctx, marker, name); err != nil {
+			return res, fmt.Errorf("write %s (it lets an interrupted replace continue): %w", marker, err)
 		}
-		cancel()
-		if err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
+		if _, err := c.Client.MemberRemove(cctx, target.ID); err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
 			return res, fmt.Errorf("member remove %x: %w", target.ID, err)
 		}
 		res.Removed = fmt.Sprintf("%x", target.ID)
