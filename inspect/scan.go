@@ -57,11 +57,9 @@ func (m *dbMeta) visit(bucket, k, v []byte) error {
 // the bucket's name, after m has read it. The context is checked every
 // few thousand entries.
 func visitor(ctx context.Context, m *dbMeta, visit func(bucket, k, v []byte) error) func(boltpage.Entry) error {
-	var bucket []byte
 	n := 0
 	return func(e boltpage.Entry) error {
 		if e.Depth == 0 {
-			bucket = append(bucket[:0], e.Key...)
 			return ctx.Err()
 		}
 		if e.Depth != 1 || e.Bucket {
@@ -72,11 +70,11 @@ func visitor(ctx context.Context, m *dbMeta, visit func(bucket, k, v []byte) err
 				return err
 			}
 		}
-		if err := m.visit(bucket, e.Key, e.Value); err != nil {
+		if err := m.visit(e.Top, e.Key, e.Value); err != nil {
 			return err
 		}
 		if visit != nil {
-			return visit(bucket, e.Key, e.Value)
+			return visit(e.Top, e.Key, e.Value)
 		}
 		return nil
 	}

@@ -329,12 +329,9 @@ func RestoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 // learns the latest revision and whether the data is Kubernetes'.
 func checkDB(path, name string) (srcFacts, error) {
 	var f srcFacts
-	inKey := false
 	top, err := boltpage.Check(path, time.Second, nil, func(e boltpage.Entry) error {
 		switch {
-		case e.Depth == 0:
-			inKey = e.Bucket && bytes.Equal(e.Key, etcdfmt.BucketKey)
-		case e.Depth == 1 && inKey && !e.Bucket:
+		case e.Depth == 1 && !e.Bucket && bytes.Equal(e.Top, etcdfmt.BucketKey):
 			r, _, err := etcdfmt.ParseRevKey(e.Key)
 			if err != nil {
 				return err

@@ -84,17 +84,12 @@ func crossCheck(ctx context.Context, cli *clientv3.Client, endpoint, path string
 func facts(path string) (rev, keys, leases int64, err error) {
 	ids := etcdfmt.NewKeyHasher()
 	live := map[etcdfmt.KeyID]bool{}
-	var bucket []byte
 	top, err := boltpage.Check(path, time.Second, nil, func(e boltpage.Entry) error {
-		if e.Depth == 0 {
-			bucket = append(bucket[:0], e.Key...)
-			return nil
-		}
 		if e.Depth != 1 || e.Bucket {
 			return nil
 		}
 		switch {
-		case bytes.Equal(bucket, etcdfmt.BucketKey):
+		case bytes.Equal(e.Top, etcdfmt.BucketKey):
 			r, tomb, err := etcdfmt.ParseRevKey(e.Key)
 			if err != nil {
 				return err
@@ -105,7 +100,7 @@ func facts(path string) (rev, keys, leases int64, err error) {
 			}
 			rev = r.Main
 			live[ids.ID(kv.Key)] = !tomb
-		case bytes.Equal(bucket, etcdfmt.BucketLease):
+		case bytes.Equal(e.Top, etcdfmt.BucketLease):
 			leases++
 		}
 		return nil

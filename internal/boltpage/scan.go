@@ -137,6 +137,9 @@ type Entry struct {
 	Key, Value []byte
 	// Sequence is a bucket's sequence number (bbolt's NextSequence).
 	Sequence uint64
+	// Top names the top-level bucket the entry lies in (nil for the
+	// entries of the root bucket); valid during the call.
+	Top []byte
 }
 
 // Scan reads the file's tree once, depth first in key order, and calls fn
@@ -211,8 +214,9 @@ type scanner struct {
 	stack     []uint64 // page ids from the bucket's root to the current page
 	problems  []string
 	nproblems int
-	partial   bool // a bucket was skipped or read in part
-	lastLeaf  bool // walking only the rightmost path of the current bucket
+	partial   bool   // a bucket was skipped or read in part
+	lastLeaf  bool   // walking only the rightmost path of the current bucket
+	top       []byte // the top-level bucket being walked (a key of the root page, which stays read)
 }
 
 func (s *scanner) problem(format string, args ...any) {
@@ -471,8 +475,14 @@ func (s *scanner) walkLeaf(p []byte, id uint64, depth, lvl int, lo, hi []byte) (
 			s.problem("page %d: the root bucket holds %q, which is not a bucket (stack: %v)", id, key, s.stack)
 			continue
 		}
+		if depth == 0 {
+			s.top = key
+		}
 		if s.fn != nil {
 			e := Entry{Depth: depth, Bucket: bucket, Key: key, Value: val}
+			if depth > 0 {
+				e.Top = s.top
+			}
 			if bucket {
 				e.Value = nil
 				if len(val) >= bucketHeaderSize {

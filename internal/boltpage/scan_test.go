@@ -606,7 +606,7 @@ func TestScanPartial(t *testing.T) {
 			}
 			return SkipBucket
 		}
-		if top != "big" {
+		if top != "big" || string(e.Top) != top {
 			others++
 		}
 		bigEntries++
@@ -617,7 +617,7 @@ func TestScanPartial(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(last, wantLast) || others != 0 {
-		t.Fatalf("last key %q (want %q), %d entries of skipped buckets", last, wantLast, others)
+		t.Fatalf("last key %q (want %q), %d entries of skipped buckets or with the wrong Top", last, wantLast, others)
 	}
 	full, err := f.Scan(nil)
 	if err != nil {
@@ -625,5 +625,36 @@ func TestScanPartial(t *testing.T) {
 	}
 	if bigEntries == 0 || bigEntries > 200 || pages.Reachable > 10 || pages.Reachable >= full.Reachable {
 		t.Fatalf("partial scan saw %d entries and %d pages (full scan: %d pages)", bigEntries, pages.Reachable, full.Reachable)
+	}
+}
+
+// TestEntryTop: every entry below the root names its top-level bucket,
+// nested buckets' entries included.
+func TestEntryTop(t *testing.T) {
+	f, err := Open(fixture(t, false, 0), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var cur string
+	seen := map[string]int{}
+	if _, err := f.Scan(func(e Entry) error {
+		if e.Depth == 0 {
+			if e.Top != nil {
+				t.Fatalf("root entry %q has Top %q", e.Key, e.Top)
+			}
+			cur = string(e.Key)
+			return nil
+		}
+		if string(e.Top) != cur {
+			t.Fatalf("entry %q at depth %d: Top %q, want %q", e.Key, e.Depth, e.Top, cur)
+		}
+		seen[cur]++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if seen["big"] == 0 || seen["nest"] < 3000 || seen["huge"] != 1 {
+		t.Fatalf("entries per top-level bucket: %v", seen)
 	}
 }
