@@ -21,7 +21,6 @@ import (
 	"go.etcd.io/etcd/server/v3/storage/wal"
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
@@ -184,18 +183,11 @@ func lockExclusive(path string, timeout time.Duration) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return f, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) || timeout > 0 && time.Since(start) > timeout {
-			f.Close()
-			return nil, fmt.Errorf("%s: %w (stop etcd or raise --timeout)", path, boltpage.ErrInUse)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := boltpage.Lock(f, true, timeout); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	return f, nil
 }
 
 func copySynced(from, to string) error {

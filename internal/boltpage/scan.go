@@ -99,12 +99,20 @@ func open(f *os.File, timeout time.Duration) (*File, error) {
 	return &File{Path: f.Name(), Meta: m, Size: fi.Size(), f: f}, nil
 }
 
-// lockShared takes bolt's shared flock the way a read-only bolt.Open does:
-// retrying every 50 ms until timeout.
-func lockShared(f *os.File, timeout time.Duration) error {
+// lockShared takes bolt's shared flock the way a read-only bolt.Open does.
+func lockShared(f *os.File, timeout time.Duration) error { return Lock(f, false, timeout) }
+
+// Lock takes the flock bolt uses on a db file, shared (what readers hold)
+// or exclusive (what a running etcd holds), retrying every 50 ms until
+// timeout (0 waits forever); ErrInUse after that.
+func Lock(f *os.File, exclusive bool, timeout time.Duration) error {
+	how := unix.LOCK_SH
+	if exclusive {
+		how = unix.LOCK_EX
+	}
 	start := time.Now()
 	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 		if err == nil {
 			return nil
 		}
