@@ -130,19 +130,11 @@ func WAL(o *Opened, opts WALOptions, fn func(*WALRecord) error) (WALSummary, err
 	} else {
 		s.ConsistentIndex = m.consistentIndex
 	}
-	err := etcdfmt.ReadWAL(o.WALDir, func(_ etcdfmt.WALFile, rec etcdfmt.WALRecord) error {
-		if rec.Record.GetType() == etcdfmt.WALState {
-			var hs raftpb.HardState
-			if err := proto.Unmarshal(rec.Record.GetData(), &hs); err != nil {
-				return fmt.Errorf("%w: %s: HardState at offset %d: %w", etcdfmt.ErrWALCorrupt, o.WALDir, rec.Offset, err)
-			}
-			s.Commit = hs.GetCommit()
-		}
-		return nil
-	})
+	head, err := etcdfmt.ReadWALHead(o.WALDir)
 	if err != nil {
 		return s, err
 	}
+	s.Commit = head.Commit
 	status := func(index uint64) string {
 		switch {
 		case s.DBErr == nil && index <= s.ConsistentIndex:

@@ -16,10 +16,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/server/v3/storage/datadir"
-	"go.etcd.io/raft/v3/raftpb"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
@@ -136,24 +133,8 @@ func inspectDataDir(dir string, lockTimeout time.Duration) (Candidate, error) {
 		return c, err
 	}
 	f.Close()
-	walDir := datadir.ToWalDir(dir)
-	err = etcdfmt.ReadWAL(walDir, func(_ etcdfmt.WALFile, rec etcdfmt.WALRecord) error {
-		switch rec.Record.GetType() {
-		case etcdfmt.WALMetadata:
-			var md etcdserverpb.Metadata
-			if err := proto.Unmarshal(rec.Record.GetData(), &md); err != nil {
-				return fmt.Errorf("%w: %s: metadata: %w", etcdfmt.ErrWALCorrupt, walDir, err)
-			}
-			c.ClusterID, c.MemberID = fmt.Sprintf("%x", md.GetClusterID()), fmt.Sprintf("%x", md.GetNodeID())
-		case etcdfmt.WALState:
-			var hs raftpb.HardState
-			if err := proto.Unmarshal(rec.Record.GetData(), &hs); err != nil {
-				return fmt.Errorf("%w: %s: HardState: %w", etcdfmt.ErrWALCorrupt, walDir, err)
-			}
-			c.Commit = max(c.Commit, hs.GetCommit())
-		}
-		return nil
-	})
+	h, err := etcdfmt.ReadWALHead(datadir.ToWalDir(dir))
+	c.ClusterID, c.MemberID, c.Commit = fmt.Sprintf("%x", h.ClusterID), fmt.Sprintf("%x", h.NodeID), h.Commit
 	return c, err
 }
 

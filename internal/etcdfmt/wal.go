@@ -12,7 +12,9 @@ import (
 	"sort"
 	"strings"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
+	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
@@ -294,4 +296,34 @@ func ParseV2Request(b []byte) (V2Request, bool) {
 		return r, strings.HasPrefix(r.Path, "/")
 	}
 	return r, false
+}
+
+// WALHead is what a WAL says of its member: the cluster and member IDs of
+// its metadata and the commit index of its last HardState.
+type WALHead struct {
+	ClusterID, NodeID uint64
+	Commit            uint64
+}
+
+// ReadWALHead reads the WAL in dir (as ReadWAL) for its WALHead.
+func ReadWALHead(dir string) (WALHead, error) {
+	var h WALHead
+	err := ReadWAL(dir, func(_ WALFile, rec WALRecord) error {
+		switch rec.Record.GetType() {
+		case WALMetadata:
+			var md etcdserverpb.Metadata
+			if err := proto.Unmarshal(rec.Record.GetData(), &md); err != nil {
+				return fmt.Errorf("%w: %s: metadata at offset %d: %w", ErrWALCorrupt, dir, rec.Offset, err)
+			}
+			h.ClusterID, h.NodeID = md.GetClusterID(), md.GetNodeID()
+		case WALState:
+			var hs raftpb.HardState
+			if err := proto.Unmarshal(rec.Record.GetData(), &hs); err != nil {
+				return fmt.Errorf("%w: %s: HardState at offset %d: %w", ErrWALCorrupt, dir, rec.Offset, err)
+			}
+			h.Commit = hs.GetCommit()
+		}
+		return nil
+	})
+	return h, err
 }
