@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +26,12 @@ const (
 func goodManifest() backup.Manifest {
 	return backup.Manifest{ID: testID, Manifest: save.Manifest{Revision: 42, Size: 4096, SHA256: testHash},
 		RawSHA256: testHash, Object: "backups/" + testID + "/snapshot.db.zst", Compression: "zstd", StoredSize: 100, StoredSHA256: testHash}
+}
+
+// goodAttachment is the i-th attachment of goodManifest's backup.
+func goodAttachment(i int, name string) backup.Attachment {
+	h := strings.Repeat("ab", 32)
+	return backup.Attachment{Name: name, Object: fmt.Sprintf("backups/%s/attachments/%d-%s", testID, i, name), Mode: 0o600, Size: 3, SHA256: h, StoredSize: 3, StoredSHA256: h}
 }
 
 func manifestJSON(t testing.TB, m backup.Manifest) []byte {
@@ -57,6 +64,21 @@ func TestParseManifest(t *testing.T) {
 		{"unknown encryption", func(m *backup.Manifest) { m.Encryption = "rot13" }, at, "encryption"},
 		{"negative size", func(m *backup.Manifest) { m.StoredSize = -1 }, at, "negative"},
 		{"hash that is not one", func(m *backup.Manifest) { m.StoredSHA256 = "xyz" }, at, "sha256"},
+		{"attachment", func(m *backup.Manifest) { m.Attachments = []backup.Attachment{goodAttachment(0, "token")} }, at, ""},
+		{"attachment object outside its backup", func(m *backup.Manifest) {
+			a := goodAttachment(0, "token")
+			a.Object = "backups/x/../../victim.txt"
+			m.Attachments = []backup.Attachment{a}
+		}, at, "attachment object"},
+		{"attachment name that climbs", func(m *backup.Manifest) { m.Attachments = []backup.Attachment{goodAttachment(0, "../../x")} }, at, "not a file name"},
+		{"attachment name twice", func(m *backup.Manifest) {
+			m.Attachments = []backup.Attachment{goodAttachment(0, "a"), goodAttachment(1, "a")}
+		}, at, "twice"},
+		{"attachment mode beyond permissions", func(m *backup.Manifest) {
+			a := goodAttachment(0, "a")
+			a.Mode = 0o4755
+			m.Attachments = []backup.Attachment{a}
+		}, at, "mode"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := goodManifest()
@@ -127,6 +149,9 @@ func FuzzParseManifest(f *testing.F) {
 	f.Add("backups/"+testID+"/manifest.json", manifestJSON(f, goodManifest()))
 	f.Add("backups/x/manifest.json", []byte(`{"id":"x","object":"../../x"}`))
 	f.Add("m", []byte(`[`))
+	withAttachment := goodManifest()
+	withAttachment.Attachments = []backup.Attachment{goodAttachment(0, "token")}
+	f.Add("backups/"+testID+"/manifest.json", manifestJSON(f, withAttachment))
 	f.Fuzz(func(t *testing.T, name string, b []byte) {
 		m, err := backup.ParseManifest(name, bytes.NewReader(b))
 		if err != nil {
@@ -137,6 +162,11 @@ func FuzzParseManifest(f *testing.F) {
 		}
 		if !strings.HasPrefix(m.Object, "backups/"+m.ID+"/") || repo.CheckName(m.Object) != nil || name != "backups/"+m.ID+"/manifest.json" {
 			t.Fatalf("accepted manifest %q at %q with object %q", m.ID, name, m.Object)
+		}
+		for _, a := range m.Attachments {
+			if !strings.HasPrefix(a.Object, "backups/"+m.ID+"/attachments/") || repo.CheckName(a.Object) != nil || strings.Contains(a.Name, "/") {
+				t.Fatalf("accepted attachment %q with object %q", a.Name, a.Object)
+			}
 		}
 	})
 }
