@@ -14,6 +14,9 @@ import (
 // stored bytes are listed (0: all).
 type DUOptions struct {
 	Depth, Top int
+	// Group, when set, names each key's group instead of Depth's prefix
+	// (the Kubernetes view groups by resource and namespace).
+	Group func(key []byte) []byte
 }
 
 // Usage is the space one key prefix takes in the key bucket. Bytes are
@@ -63,8 +66,12 @@ func DU(ctx context.Context, o *Opened, opts DUOptions) (*DUReport, error) {
 	keys := map[etcdfmt.KeyID]keyState{}
 	groups := map[string]int32{}
 	var usage []Usage
+	group := opts.Group
+	if group == nil {
+		group = func(key []byte) []byte { return prefixOf(key, opts.Depth) }
+	}
 	visit := onKeys(func(e keyEntry, v []byte) error {
-		p := prefixOf(e.kv.Key, opts.Depth)
+		p := group(e.kv.Key)
 		g, ok := groups[string(p)]
 		if !ok {
 			g = int32(len(usage))

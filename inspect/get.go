@@ -66,40 +66,14 @@ type keyAt struct {
 // ClusterId and MemberId in the header are 0: a db alone does not say which
 // member answers.
 func Get(ctx context.Context, o *Opened, opts GetOptions) (*etcdserverpb.RangeResponse, error) {
-	var m dbMeta
-	newest := map[string]keyAt{}
-	visit := onKeys(func(e keyEntry, _ []byte) error {
-		if (opts.Rev == 0 || e.rev.Main <= opts.Rev) && opts.Contains(e.kv.Key) {
-			newest[string(e.kv.Key)] = keyAt{rev: e.rev, tomb: e.tomb}
-		}
-		return nil
-	}, nil)
-	db, err := boltdb.OpenMapped(o.DB, o.LockTimeout, o.Progress, visitor(ctx, &m, visit))
+	lk, err := findLive(ctx, o, opts.Contains, opts.Rev)
 	if err != nil {
 		return nil, err
 	}
-	defer db.Close()
-	if err := etcdfmt.CheckBuckets(db.Buckets); err != nil {
-		return nil, o.wrap(err)
-	}
-	current := m.current()
-	switch {
-	case opts.Rev > current:
-		return nil, ErrFutureRev
-	case opts.Rev > 0 && opts.Rev < m.compacted():
-		return nil, ErrCompacted
-	}
-
-	live := make([]string, 0, len(newest))
-	for k, at := range newest {
-		if !at.tomb {
-			live = append(live, k)
-		}
-	}
-	sort.Strings(live)
+	defer lk.db.Close()
 	resp := &etcdserverpb.RangeResponse{
-		Header: &etcdserverpb.ResponseHeader{Revision: current, RaftTerm: m.term},
-		Count:  int64(len(live)),
+		Header: &etcdserverpb.ResponseHeader{Revision: lk.meta.current(), RaftTerm: lk.meta.term},
+		Count:  int64(len(lk.live)),
 	}
 	if opts.CountOnly {
 		return resp, nil
@@ -112,34 +86,16 @@ func Get(ctx context.Context, o *Opened, opts GetOptions) (*etcdserverpb.RangeRe
 		opts.SortTarget == etcdserverpb.RangeRequest_KEY && order == etcdserverpb.RangeRequest_ASCEND
 	// Without a sort, only the keys printed need their values; a sort
 	// needs every key's.
-	fetch := live
+	fetch := lk.live
 	if sorted && opts.Limit > 0 && int64(len(fetch)) > opts.Limit {
 		fetch = fetch[:opts.Limit]
 	}
-	err = boltdb.Guard(func() error {
-		return db.View(func(tx *bolt.Tx) error {
-			b := tx.Bucket(etcdfmt.BucketKey)
-			for _, k := range fetch {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				at := newest[k]
-				v := b.Get(at.rev.AppendKey(nil, false))
-				kv := &mvccpb.KeyValue{}
-				if v == nil {
-					return fmt.Errorf("%w: key %q: revision %d_%d is not in the key bucket", etcdfmt.ErrSchema, k, at.rev.Main, at.rev.Sub)
-				}
-				if err := proto.Unmarshal(v, kv); err != nil {
-					return fmt.Errorf("%w: revision %d_%d: %w", etcdfmt.ErrSchema, at.rev.Main, at.rev.Sub, err)
-				}
-				db.Touched(len(v))
-				resp.Kvs = append(resp.Kvs, kv)
-			}
-			return nil
-		})
+	err = lk.values(ctx, fetch, func(kv *mvccpb.KeyValue) error {
+		resp.Kvs = append(resp.Kvs, kv)
+		return nil
 	})
 	if err != nil {
-		return nil, o.wrap(err)
+		return nil, err
 	}
 	if !sorted {
 		sortKVs(resp.Kvs, opts.SortTarget, order)
@@ -156,6 +112,121 @@ func Get(ctx context.Context, o *Opened, opts GetOptions) (*etcdserverpb.RangeRe
 		}
 	}
 	return resp, nil
+}
+
+// liveKeys is a checked pass's answer to "which keys of a range live at
+// a revision": the open db, its meta, every matched key's newest entry at
+// or below the revision, and the live ones in key order.
+type liveKeys struct {
+	o      *Opened
+	db     *boltdb.DB
+	meta   dbMeta
+	newest map[string]keyAt
+	live   []string
+}
+
+// findLive reads the db once through the check, keeping of the keys
+// match accepts their newest entry at or below rev (0: the latest): memory grows
+// with the keys matched, not with the db or its history. A rev past the
+// current one or below the compaction is refused as the server refuses it.
+func findLive(ctx context.Context, o *Opened, match func(key []byte) bool, rev int64) (*liveKeys, error) {
+	lk := &liveKeys{o: o, newest: map[string]keyAt{}}
+	visit := onKeys(func(e keyEntry, _ []byte) error {
+		if (rev == 0 || e.rev.Main <= rev) && match(e.kv.Key) {
+			lk.newest[string(e.kv.Key)] = keyAt{rev: e.rev, tomb: e.tomb}
+		}
+		return nil
+	}, nil)
+	db, err := boltdb.OpenMapped(o.DB, o.LockTimeout, o.Progress, visitor(ctx, &lk.meta, visit))
+	if err != nil {
+		return nil, err
+	}
+	lk.db = db
+	err = etcdfmt.CheckBuckets(db.Buckets)
+	switch current := lk.meta.current(); {
+	case err != nil:
+		err = o.wrap(err)
+	case rev > current:
+		err = ErrFutureRev
+	case rev > 0 && rev < lk.meta.compacted():
+		err = ErrCompacted
+	}
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	lk.live = make([]string, 0, len(lk.newest))
+	for k, at := range lk.newest {
+		if !at.tomb {
+			lk.live = append(lk.live, k)
+		}
+	}
+	sort.Strings(lk.live)
+	return lk, nil
+}
+
+// values looks up the stored KeyValue of each of keys (all in newest) and
+// passes it to fn, one at a time.
+func (lk *liveKeys) values(ctx context.Context, keys []string, fn func(*mvccpb.KeyValue) error) error {
+	err := boltdb.Guard(func() error {
+		return lk.db.View(func(tx *bolt.Tx) error {
+			b := tx.Bucket(etcdfmt.BucketKey)
+			for _, k := range keys {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				at := lk.newest[k]
+				v := b.Get(at.rev.AppendKey(nil, false))
+				if v == nil {
+					return fmt.Errorf("%w: key %q: revision %d_%d is not in the key bucket", etcdfmt.ErrSchema, k, at.rev.Main, at.rev.Sub)
+				}
+				kv := &mvccpb.KeyValue{}
+				if err := proto.Unmarshal(v, kv); err != nil {
+					return fmt.Errorf("%w: revision %d_%d: %w", etcdfmt.ErrSchema, at.rev.Main, at.rev.Sub, err)
+				}
+				lk.db.Touched(len(v))
+				if err := fn(kv); err != nil {
+					return callerError{err}
+				}
+			}
+			return nil
+		})
+	})
+	var ce callerError
+	switch {
+	case errors.As(err, &ce):
+		return ce.err
+	case err != nil:
+		return lk.o.wrap(err)
+	}
+	return nil
+}
+
+// callerError carries a callback's own error through bbolt untouched.
+type callerError struct{ err error }
+
+func (e callerError) Error() string { return e.err.Error() }
+
+// RangeOptions select what Range streams: the live keys of the range at
+// Rev (0: the latest), those Filter (when set) keeps.
+type RangeOptions struct {
+	KeyRange
+	Rev    int64
+	Filter func(key []byte) bool
+}
+
+// Range streams the KeyValues Get would return for the range at the
+// revision, in key order, one at a time: memory holds the matched keys,
+// never their values. It returns the db's current revision.
+func Range(ctx context.Context, o *Opened, opts RangeOptions, fn func(*mvccpb.KeyValue) error) (int64, error) {
+	lk, err := findLive(ctx, o, func(k []byte) bool {
+		return opts.Contains(k) && (opts.Filter == nil || opts.Filter(k))
+	}, opts.Rev)
+	if err != nil {
+		return 0, err
+	}
+	defer lk.db.Close()
+	return lk.meta.current(), lk.values(ctx, lk.live, fn)
 }
 
 // sortKVs sorts as etcd's txn.Range does (sort.Sort on the key-ordered

@@ -19,6 +19,10 @@ type HistoryOptions struct {
 	FromRev int64
 	// ToRev is the last revision; 0 is the db's current one.
 	ToRev int64
+	// Stored replays every entry the db holds, also those below the
+	// compaction (each key's version at the compaction), which a watch
+	// would not replay; FromRev must be 0.
+	Stored bool
 }
 
 // History replays the puts and deletes of the keys in the range, in
@@ -46,6 +50,9 @@ func History(ctx context.Context, o *Opened, opts HistoryOptions, fn func(curren
 		return current, ErrFutureRev
 	}
 	from, to := max(opts.FromRev, pre.compacted()), opts.ToRev
+	if opts.Stored {
+		from = 0
+	}
 	if to == 0 {
 		to = current
 	}

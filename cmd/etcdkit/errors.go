@@ -13,6 +13,7 @@ import (
 	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
+	"github.com/etcdkit/etcdkit/kube"
 	"github.com/etcdkit/etcdkit/member"
 	"github.com/etcdkit/etcdkit/migrate"
 	"github.com/etcdkit/etcdkit/quorum"
@@ -38,7 +39,9 @@ var errorCodes = []struct {
 	{exitRefused, []error{migrate.ErrMigrate, backup.ErrAttachmentExists, member.ErrHealthy}},
 	{exitInput, []error{member.ErrNoMember, quorum.ErrForeign}},
 	{exitUnavailable, []error{member.ErrNotReady}},
-	{exitUsage, []error{backup.ErrAttachment}},
+	{exitUsage, []error{backup.ErrAttachment, kube.ErrResource, kube.ErrEncryptionConfig}},
+	{exitRefused, []error{kube.ErrExtractDir}},
+	{exitInput, []error{kube.ErrNotFound, kube.ErrIncomplete}},
 	{exitCorrupt, []error{etcdfmt.ErrWALCorrupt}},
 	{exitUnavailable, []error{cluster.ErrUnreachable, cluster.ErrUnhealthy, save.ErrNoMember, alarm.ErrStillFull}},
 	{exitCorrupt, []error{verify.ErrCorrupt}},

@@ -78,7 +78,7 @@ func inspectCommand() *cli.Command {
 			Action: runInspectGet,
 		}),
 			inspectHistoryCommand(), inspectLeasesCommand(), inspectMembersCommand(),
-			inspectAuthCommand(), inspectWALCommand(), inspectDUCommand(),
+			inspectAuthCommand(), inspectWALCommand(), inspectDUCommand(), inspectK8sCommand(),
 		},
 	}
 }
