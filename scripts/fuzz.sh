@@ -18,6 +18,7 @@ targets=(
   inspect:FuzzGet
   inspect:FuzzRead
   inspect:FuzzWALRecord
+  kube:FuzzDecode
   cmd/etcdkit:FuzzSchedulerConfig
 )
 summary=()

@@ -171,7 +171,8 @@ func (e usageError) Unwrap() error { return e.error }
 
 func exitCode(err error) int {
 	var ue usageError
-	if errors.As(err, &ue) {
+	// urfave/cli's missing required flag error has no exported type.
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "Required flag") {
 		return exitUsage
 	}
 	for _, m := range errorCodes {

@@ -52,6 +52,11 @@ func Encode(obj runtime.Object) ([]byte, error) {
 	return runtime.Encode(enc, obj)
 }
 
+// SeedConfigMap is a small ConfigMap, for fuzz seeds.
+func SeedConfigMap() *corev1.ConfigMap {
+	return configMap("ns", "name", map[string]string{"k": "v"})
+}
+
 // EncodeUnknown is the protobuf envelope of a type no scheme knows.
 func EncodeUnknown(apiVersion, kind string, raw []byte) ([]byte, error) {
 	u := runtime.Unknown{TypeMeta: runtime.TypeMeta{APIVersion: apiVersion, Kind: kind}, Raw: raw}
