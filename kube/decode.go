@@ -8,11 +8,11 @@ import (
 	"strconv"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	yamlv2 "go.yaml.in/yaml/v2"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/yaml"
 )
 
 // protobufMagic starts kube-apiserver's protobuf values: the envelope of
@@ -163,7 +163,44 @@ func (o Object) Map() (map[string]any, error) {
 	return m, json.Unmarshal(b, &m)
 }
 
-// YAML prints a JSON object as kubectl -o yaml does: keys sorted.
+// YAML prints a value as kubectl -o yaml does (sigs.k8s.io/yaml: its
+// JSON, keys sorted), byte for byte, without parsing the JSON a second
+// time as YAML: numbers keep the type the YAML parser would give them.
 func YAML(v any) ([]byte, error) {
-	return yaml.Marshal(v)
+	j, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.UseNumber()
+	var doc any
+	if err := dec.Decode(&doc); err != nil {
+		return nil, err
+	}
+	return yamlv2.Marshal(yamlNumbers(doc))
+}
+
+// yamlNumbers turns the JSON numbers of doc into what the YAML parser
+// reads them as: int64 when integral and in range, else float64.
+func yamlNumbers(doc any) any {
+	switch x := doc.(type) {
+	case map[string]any:
+		for k, v := range x {
+			x[k] = yamlNumbers(v)
+		}
+	case []any:
+		for i, v := range x {
+			x[i] = yamlNumbers(v)
+		}
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		if u, err := strconv.ParseUint(string(x), 10, 64); err == nil {
+			return u
+		}
+		f, _ := x.Float64()
+		return f
+	}
+	return doc
 }

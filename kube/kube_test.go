@@ -476,3 +476,32 @@ func TestDecodeHostileValues(t *testing.T) {
 		}
 	}
 }
+
+// YAML prints what sigs.k8s.io/yaml (kubectl's printer) prints, byte for
+// byte: typed objects and the numbers, strings and nulls JSON can hold.
+func TestYAMLMatchesKubectl(t *testing.T) {
+	f, _ := k8stest.Build(t)
+	values := []any{
+		map[string]any{"int": 1000000, "big": uint64(1) << 63, "neg": -5, "float": 1.5, "tiny": 1e-7, "huge": 1e300, "zero": 0.0},
+		map[string]any{"s": []any{"yes", "no", "on", "1", "1.0", "null", "~", "", " x", "a: b", "line\nbreak", "#c", "- d", "0x1F", "2024-01-01"}},
+		map[string]any{"nil": nil, "t": true, "nested": map[string]any{"b": []any{}, "a": map[string]any{}}},
+		[]any{1, "two", 3.25},
+	}
+	for _, vs := range f.Versions {
+		for _, v := range vs {
+			if v.Obj != nil {
+				values = append(values, v.Obj)
+			}
+			if v.JSON != nil {
+				values = append(values, v.JSON)
+			}
+		}
+	}
+	for i, v := range values {
+		got, err := kube.YAML(v)
+		want, werr := yaml.Marshal(v)
+		if err != nil || werr != nil || string(got) != string(want) {
+			t.Errorf("value %d: %v %v\n%s\nwant\n%s", i, err, werr, got, want)
+		}
+	}
+}

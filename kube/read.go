@@ -30,6 +30,9 @@ type Usage struct {
 
 // Summary is the Kubernetes view of "what fills my quota".
 type Summary struct {
+	// Resources sums Rows by resource over every namespace.
+	Resources []Usage `json:"resources"`
+	// Rows are per resource and namespace, the Top largest.
 	Rows []Usage `json:"rows"`
 	// Other sums the rows Top left out; NonKubernetes the keys outside
 	// the root; Total everything.
@@ -67,7 +70,24 @@ func (d *Decoder) Summarize(ctx context.Context, o *inspect.Opened, top int) (*S
 		row.Resource, row.Namespace = d.Catalog.ByPrefix(ref.Prefix).String(), ref.Namespace
 		s.Rows = append(s.Rows, row)
 	}
-	sort.SliceStable(s.Rows, func(i, j int) bool { return s.Rows[i].RevisionBytes > s.Rows[j].RevisionBytes })
+	byResource := map[string]int{}
+	for _, r := range s.Rows {
+		i, ok := byResource[r.Resource]
+		if !ok {
+			i = len(s.Resources)
+			byResource[r.Resource] = i
+			s.Resources = append(s.Resources, Usage{Resource: r.Resource})
+		}
+		s.Resources[i].add(r)
+	}
+	for _, rows := range [][]Usage{s.Resources, s.Rows} {
+		sort.SliceStable(rows, func(i, j int) bool {
+			if rows[i].RevisionBytes != rows[j].RevisionBytes {
+				return rows[i].RevisionBytes > rows[j].RevisionBytes
+			}
+			return rows[i].Resource+"/"+rows[i].Namespace < rows[j].Resource+"/"+rows[j].Namespace
+		})
+	}
 	if top > 0 && len(s.Rows) > top {
 		for _, r := range s.Rows[top:] {
 			s.Other.add(r)

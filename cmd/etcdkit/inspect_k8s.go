@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"runtime"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/pmezard/go-difflib/difflib"
 	"github.com/urfave/cli/v2"
+	"k8s.io/apimachinery/pkg/api/meta"
 
 	"github.com/etcdkit/etcdkit/inspect"
 	"github.com/etcdkit/etcdkit/kube"
@@ -71,7 +74,10 @@ func k8sSummaryCommand() *cli.Command {
 		Usage: "what fills the quota, by resource and namespace: objects, bytes, stored revisions and history",
 		Description: "Sizes are the key bucket's entries (revision key and stored KeyValue). HISTORY is what\n" +
 			"compaction at the current revision frees. Only keys are read: encrypted values count as stored.",
-		Flags: k8sFlags(&cli.IntFlag{Name: "top", Value: 30, Usage: "list this many rows, largest first (0: all)"}),
+		Flags: k8sFlags(
+			&cli.IntFlag{Name: "top", Value: 30, Usage: "with --namespaces: list this many rows, largest first (0: all)"},
+			&cli.BoolFlag{Name: "namespaces", Usage: "a row per resource and namespace (default: per resource)"},
+		),
 		Action: func(c *cli.Context) error {
 			format, err := formatIn(c, "simple", "json", "table")
 			if err != nil {
@@ -86,13 +92,13 @@ func k8sSummaryCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				return printSummary(c.App.Writer, format, s)
+				return printSummary(c.App.Writer, format, s, c.Bool("namespaces"))
 			})
 		},
 	})
 }
 
-func printSummary(w io.Writer, format string, s *kube.Summary) error {
+func printSummary(w io.Writer, format string, s *kube.Summary, namespaces bool) error {
 	if format == "json" {
 		return printJSON(w, record{json: s})
 	}
@@ -101,15 +107,26 @@ func printSummary(w io.Writer, format string, s *kube.Summary) error {
 		return []string{u.Resource, u.Namespace, fmt.Sprint(u.Objects), humanBytes(u.Bytes), fmt.Sprint(u.Revisions),
 			humanBytes(u.RevisionBytes), humanBytes(u.HistoryBytes), fmt.Sprint(u.Deletions)}
 	}
-	for _, u := range s.Rows {
+	rows, extra := s.Resources, []kube.Usage{s.NonKubernetes}
+	if namespaces {
+		rows, extra = s.Rows, []kube.Usage{s.Other, s.NonKubernetes}
+	} else {
+		r.header = append(r.header[:1], r.header[2:]...)
+	}
+	for _, u := range rows {
 		r.rows = append(r.rows, row(u))
 	}
-	for _, u := range []kube.Usage{s.Other, s.NonKubernetes} {
+	for _, u := range extra {
 		if u.Revisions > 0 {
 			r.rows = append(r.rows, row(u))
 		}
 	}
 	r.rows = append(r.rows, row(s.Total))
+	if !namespaces {
+		for i := range r.rows {
+			r.rows[i] = append(r.rows[i][:1], r.rows[i][2:]...)
+		}
+	}
 	if format == "table" {
 		return printTable(w, r)
 	}
@@ -178,6 +195,7 @@ func k8sGetCommand() *cli.Command {
 }
 
 // objectPrinter prints objects as they stream, in kubectl get's shapes.
+// YAML and JSON are rendered on every core and written in order.
 type objectPrinter struct {
 	w, errw io.Writer
 	out     string
@@ -185,9 +203,9 @@ type objectPrinter struct {
 	n       int
 	table   record
 	// first holds the first object: one object prints alone, more as a
-	// List, which listing says has started.
+	// List, which pool (set once the List started) renders.
 	first     *kube.Object
-	listing   bool
+	pool      *orderedPool
 	jsonItems int
 }
 
@@ -214,17 +232,18 @@ func (p *objectPrinter) print(o kube.Object) error {
 			p.first = &o
 			return nil
 		}
-		if !p.listing {
-			p.listing = true
-			if err := p.listStart(); err != nil {
-				return err
+		if p.pool == nil {
+			p.pool = newOrderedPool(p.w)
+			header := "apiVersion: v1\nitems:\n"
+			if p.out == "json" {
+				header = "{\n    \"apiVersion\": \"v1\",\n    \"items\": [\n"
 			}
-			if err := p.item(*p.first); err != nil {
-				return err
-			}
+			p.pool.submit(func() ([]byte, error) { return []byte(header), nil })
+			p.item(*p.first)
 			p.first = nil
 		}
-		return p.item(o)
+		p.item(o)
+		return nil
 	case "name":
 		_, err := fmt.Fprintf(p.w, "%s/%s\n", typeName(o), o.Ref.Name)
 		return err
@@ -258,16 +277,28 @@ func typeName(o kube.Object) string {
 
 // created is the object's creationTimestamp, for the table.
 func created(o kube.Object) string {
-	m, err := o.Map()
-	if err != nil {
+	if o.Problem != nil {
 		return "<" + problemWord(o.Problem) + ">"
 	}
-	md, _ := m["metadata"].(map[string]any)
-	ts, _ := md["creationTimestamp"].(string)
-	if t, err := time.Parse(time.RFC3339, ts); err == nil {
-		return t.UTC().Format(time.RFC3339)
+	m, err := meta.Accessor(o.Obj)
+	if err != nil {
+		return "<none>"
 	}
-	return ts
+	ts := m.GetCreationTimestamp()
+	if ts.IsZero() {
+		return "<none>"
+	}
+	return ts.UTC().Format(time.RFC3339)
+}
+
+// sortedJSON is the object as kubectl -o json prints it: keys sorted (it
+// decodes what the server sends into maps), four-space indents.
+func sortedJSON(o kube.Object, prefix string) ([]byte, error) {
+	m, err := o.Map()
+	if err != nil {
+		return nil, err
+	}
+	return json.MarshalIndent(m, prefix, "    ")
 }
 
 // problemWord names a problem in a table cell.
@@ -285,72 +316,51 @@ func problemWord(err error) string {
 	return "undecodable"
 }
 
-// listStart opens a List as kubectl prints several objects.
-func (p *objectPrinter) listStart() error {
-	s := "apiVersion: v1\nitems:\n"
-	if p.out == "json" {
-		s = "{\n    \"apiVersion\": \"v1\",\n    \"items\": [\n"
-	}
-	_, err := io.WriteString(p.w, s)
-	return err
-}
-
-// item prints one object: alone, or as an item of the List. An object
-// that cannot be decoded is a comment in YAML and left out of JSON (its
-// warning is on stderr).
-func (p *objectPrinter) item(o kube.Object) error {
+// item submits one object of the List. An object that cannot be
+// decoded is a comment in YAML and left out of JSON (its warning is on
+// stderr).
+func (p *objectPrinter) item(o kube.Object) {
 	if o.Problem != nil {
 		if p.out == "yaml" {
-			_, err := fmt.Fprintf(p.w, "# %s: %s\n", o.Key, strings.ReplaceAll(o.Problem.Error(), "\n", " "))
-			return err
+			line := fmt.Sprintf("# %s: %s\n", o.Key, strings.ReplaceAll(o.Problem.Error(), "\n", " "))
+			p.pool.submit(func() ([]byte, error) { return []byte(line), nil })
 		}
-		return nil
-	}
-	m, err := o.Map()
-	if err != nil {
-		return err
+		return
 	}
 	if p.out == "json" {
-		if !p.listing {
-			b, err := json.MarshalIndent(m, "", "    ")
-			if err == nil {
-				_, err = fmt.Fprintf(p.w, "%s\n", b)
-			}
-			return err
-		}
-		const indent = "        "
-		b, err := json.MarshalIndent(m, indent, "    ")
-		if err != nil {
-			return err
-		}
 		sep := ",\n"
 		if p.jsonItems == 0 {
 			sep = ""
 		}
 		p.jsonItems++
-		_, err = fmt.Fprintf(p.w, "%s%s%s", sep, indent, b)
-		return err
+		p.pool.submit(func() ([]byte, error) {
+			const indent = "        "
+			b, err := sortedJSON(o, indent)
+			if err != nil {
+				return nil, err
+			}
+			return append([]byte(sep+indent), b...), nil
+		})
+		return
 	}
-	y, err := kube.YAML(m)
-	if err != nil {
-		return err
-	}
-	if p.listing {
-		lines := strings.SplitAfter(strings.TrimSuffix(string(y), "\n"), "\n")
-		var b strings.Builder
-		for i, l := range lines {
-			if i == 0 {
-				b.WriteString("- ")
-			} else {
+	p.pool.submit(func() ([]byte, error) {
+		y, err := kube.YAML(o.Obj)
+		if err != nil {
+			return nil, err
+		}
+		// A list item: "- " before the first line, two spaces before the others.
+		var b bytes.Buffer
+		b.Grow(len(y) + 2*bytes.Count(y, []byte("\n")) + 2)
+		b.WriteString("- ")
+		for i, l := range bytes.SplitAfter(bytes.TrimSuffix(y, []byte("\n")), []byte("\n")) {
+			if i > 0 {
 				b.WriteString("  ")
 			}
-			b.WriteString(l)
+			b.Write(l)
 		}
-		b.WriteString("\n")
-		y = []byte(b.String())
-	}
-	_, err = p.w.Write(y)
-	return err
+		b.WriteByte('\n')
+		return b.Bytes(), nil
+	})
 }
 
 // done closes what the stream left open.
@@ -360,15 +370,34 @@ func (p *objectPrinter) done() error {
 	}
 	switch p.out {
 	case "yaml", "json":
-		if !p.listing {
-			return p.item(*p.first)
+		if p.pool == nil { // one object: printed alone
+			o := p.first
+			if o.Problem != nil {
+				if p.out == "yaml" {
+					_, err := fmt.Fprintf(p.w, "# %s: %s\n", o.Key, strings.ReplaceAll(o.Problem.Error(), "\n", " "))
+					return err
+				}
+				return nil
+			}
+			var b []byte
+			var err error
+			if p.out == "json" {
+				b, err = sortedJSON(*o, "")
+				b = append(b, '\n')
+			} else {
+				b, err = kube.YAML(o.Obj)
+			}
+			if err == nil {
+				_, err = p.w.Write(b)
+			}
+			return err
 		}
-		s := "kind: List\nmetadata:\n  resourceVersion: \"\"\n"
+		footer := "kind: List\nmetadata:\n  resourceVersion: \"\"\n"
 		if p.out == "json" {
-			s = "\n    ],\n    \"kind\": \"List\",\n    \"metadata\": {\n        \"resourceVersion\": \"\"\n    }\n}\n"
+			footer = "\n    ],\n    \"kind\": \"List\",\n    \"metadata\": {\n        \"resourceVersion\": \"\"\n    }\n}\n"
 		}
-		_, err := io.WriteString(p.w, s)
-		return err
+		p.pool.submit(func() ([]byte, error) { return []byte(footer), nil })
+		return p.pool.close()
 	case "name":
 		return nil
 	}
@@ -553,4 +582,60 @@ func printExtract(w io.Writer, dir string, rep *kube.ExtractReport) {
 	for _, f := range rep.Failed {
 		fmt.Fprintf(w, "not extracted: %s\n", f)
 	}
+}
+
+// orderedPool runs render jobs on every core and writes their output in
+// the order they were submitted; at most a few hundred are in flight.
+type orderedPool struct {
+	work  chan poolJob
+	order chan chan poolResult
+	done  chan error
+}
+
+type poolJob struct {
+	render func() ([]byte, error)
+	out    chan poolResult
+}
+
+type poolResult struct {
+	b   []byte
+	err error
+}
+
+func newOrderedPool(w io.Writer) *orderedPool {
+	p := &orderedPool{work: make(chan poolJob, 128), order: make(chan chan poolResult, 128), done: make(chan error, 1)}
+	for range runtime.GOMAXPROCS(0) {
+		go func() {
+			for j := range p.work {
+				b, err := j.render()
+				j.out <- poolResult{b, err}
+			}
+		}()
+	}
+	go func() {
+		var err error
+		for ch := range p.order {
+			r := <-ch
+			if err == nil {
+				if err = r.err; err == nil {
+					_, err = w.Write(r.b)
+				}
+			}
+		}
+		p.done <- err
+	}()
+	return p
+}
+
+func (p *orderedPool) submit(render func() ([]byte, error)) {
+	ch := make(chan poolResult, 1)
+	p.order <- ch
+	p.work <- poolJob{render, ch}
+}
+
+// close waits for every job and returns the first error.
+func (p *orderedPool) close() error {
+	close(p.work)
+	close(p.order)
+	return <-p.done
 }

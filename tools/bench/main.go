@@ -64,6 +64,10 @@ func main() {
 		log.Fatal(err)
 	}
 	snap := ensureSnapshot()
+	if *only == "gen-k8s" {
+		log.Print(ensureK8sSnapshot())
+		return
+	}
 	if *only == "gen-compacted" {
 		log.Print(ensureCompacted(snap))
 		return
@@ -98,7 +102,7 @@ func main() {
 	// etcdutl, start etcd on it, ask etcdctl (time to the answer).
 	opDir := filepath.Join(restoreDir, "op")
 	etcdctl := filepath.Join(*etcdBins, "etcdctl") + " --endpoints http://127.0.0.1:23790"
-	operator := func(query string) []string {
+	operator := func(snap, query string) []string {
 		const peer = "--initial-cluster default=http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800"
 		script := fmt.Sprintf(`set -e
 %[1]s snapshot restore %[2]s --data-dir %[3]s %[4]s >/dev/null 2>&1
@@ -195,7 +199,7 @@ until %[6]s endpoint health >/dev/null 2>&1; do sleep 0.05; done
 			name: "inspect get --prefix --keys-only (peer: etcdutl restore + etcd + etcdctl get)", target: "≤ 1.5x floor, ≤ 128 MiB",
 			prepare: func(int) ([]string, []string) {
 				return kit("inspect", "get", benchPrefix, "--prefix", "--keys-only", "--db", snap),
-					operator(etcdctl + " get " + benchPrefix + " --prefix --keys-only >/dev/null")
+					operator(snap, etcdctl+" get "+benchPrefix+" --prefix --keys-only >/dev/null")
 			},
 			cleanup: cleanRestore,
 			floor:   seqRead,
@@ -203,7 +207,7 @@ until %[6]s endpoint health >/dev/null 2>&1; do sleep 0.05; done
 		{
 			name: "inspect du (peer: etcdutl restore + etcd + etcdctl get of all keys)", target: "≤ 1.5x floor, ≤ 128 MiB",
 			prepare: func(int) ([]string, []string) {
-				return kit("inspect", "du", "--db", snap), operator(etcdctl + ` get "" --prefix --keys-only >/dev/null`)
+				return kit("inspect", "du", "--db", snap), operator(snap, etcdctl+` get "" --prefix --keys-only >/dev/null`)
 			},
 			cleanup: cleanRestore,
 			floor:   seqRead,
@@ -221,12 +225,42 @@ until %[6]s endpoint health >/dev/null 2>&1; do sleep 0.05; done
 				watch := fmt.Sprintf(`%s watch --rev 1 --prefix %s > %s/watch.out & W=$!
 while [ "$(wc -l < %s/watch.out)" -lt %d ]; do sleep 0.01; done
 kill $W`, etcdctl, benchPrefix, opDir, opDir, historyLines)
-				return kit("inspect", "history", benchPrefix, "--prefix", "--db", snap), operator(watch)
+				return kit("inspect", "history", benchPrefix, "--prefix", "--db", snap), operator(snap, watch)
 			},
 			cleanup: cleanRestore,
 			floor:   seqRead,
 		},
 	}
+
+	// The Kubernetes rows read their own data set, made on first use.
+	var k8sSnap string
+	k8s := func() string {
+		if k8sSnap == "" {
+			k8sSnap = ensureK8sSnapshot()
+			warm(k8sSnap)
+		}
+		return k8sSnap
+	}
+	k8sRead := func() time.Duration { return timeIt(func() { warm(k8s()) }) }
+	cases = append(cases,
+		benchCase{
+			name: "inspect k8s summary (peer: etcdutl restore + etcd + etcdctl get of all /registry keys; auger is not in the Go module proxy)", target: "≤ 1.5x floor, ≤ 128 MiB",
+			prepare: func(int) ([]string, []string) {
+				return kit("inspect", "k8s", "summary", "--db", k8s()), operator(k8s(), etcdctl+" get /registry/ --prefix --keys-only >/dev/null")
+			},
+			cleanup: cleanRestore,
+			floor:   k8sRead,
+		},
+		benchCase{
+			name: "inspect k8s get configmaps -A -o yaml (peer: etcdutl restore + etcd + etcdctl get of the undecoded values)", target: "≤ 1.5x floor, ≤ 128 MiB",
+			prepare: func(int) ([]string, []string) {
+				return kit("inspect", "k8s", "get", "configmaps", "-A", "-o", "yaml", "--db", k8s()),
+					operator(k8s(), etcdctl+" get /registry/configmaps/ --prefix >/dev/null")
+			},
+			cleanup: cleanRestore,
+			floor:   k8sRead,
+		},
+	)
 
 	var rows []string
 	for _, c := range cases {
@@ -274,7 +308,45 @@ kill $W`, etcdctl, benchPrefix, opDir, opDir, historyLines)
 		sort.Float64s(drillServing)
 		rows = append(rows, fmt.Sprintf("| backup drill: time to a serving member (median, from its report) | %.2fs | | | | | | | |", drillServing[len(drillServing)/2]))
 	}
+	if *only != "" {
+		mergeReport(rows)
+		return
+	}
 	writeReport(snap, fi.Size(), rows)
+}
+
+// mergeReport replaces, in the existing report, the rows of the cases a
+// -only run measured (appending new ones), and notes the date.
+func mergeReport(rows []string) {
+	b, err := os.ReadFile(*out)
+	if err != nil {
+		log.Fatalf("-only updates an existing %s: %v", *out, err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	last := len(lines)
+	for i, l := range lines {
+		if strings.HasPrefix(l, "| ") {
+			last = i + 1
+		}
+	}
+	for _, r := range rows {
+		name := strings.SplitN(r, " | ", 2)[0] + " | "
+		replaced := false
+		for i, l := range lines {
+			if strings.HasPrefix(l, name) {
+				lines[i], replaced = r, true
+			}
+		}
+		if !replaced {
+			lines = append(lines[:last], append([]string{r}, lines[last:]...)...)
+			last++
+		}
+	}
+	lines = append(lines, "", fmt.Sprintf("Rows rerun on %s with -only: %d.", time.Now().UTC().Format("2006-01-02"), len(rows)))
+	if err := os.WriteFile(*out, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(strings.Join(rows, "\n"))
 }
 
 // measure runs a command to completion and returns its wall time and peak
