@@ -243,3 +243,40 @@ func IsBuiltin(name string) bool {
 	_, err := NewCatalog().Lookup(name)
 	return err == nil
 }
+
+// Verification is what Verify found under the root.
+type Verification struct {
+	// Objects decoded; Encrypted values not checked (no key for them, or
+	// KMS); UnknownTypes of a type this build does not know; Undecodable
+	// values that are not Kubernetes objects at all.
+	Objects, Encrypted, UnknownTypes, Undecodable int
+	// First names the first undecodable value.
+	First string
+}
+
+// Verify decodes every live value under the root (one checked pass, then
+// the values in key order) and counts what it found: the Kubernetes
+// check of a restore drill.
+func (d *Decoder) Verify(ctx context.Context, o *inspect.Opened) (*Verification, error) {
+	root := []byte(d.root())
+	end := append([]byte(nil), root...)
+	end[len(end)-1]++
+	v := &Verification{}
+	_, err := inspect.Range(ctx, o, inspect.RangeOptions{KeyRange: inspect.KeyRange{Key: root, RangeEnd: end}}, func(kv *mvccpb.KeyValue) error {
+		obj, _ := d.Decode(kv)
+		switch {
+		case obj.Problem == nil:
+			v.Objects++
+		case errors.Is(obj.Problem, ErrEncrypted) || errors.Is(obj.Problem, ErrKMS):
+			v.Encrypted++
+		case errors.Is(obj.Problem, ErrUnknownType):
+			v.UnknownTypes++
+		default:
+			if v.Undecodable++; v.First == "" {
+				v.First = obj.Key + ": " + obj.Problem.Error()
+			}
+		}
+		return nil
+	})
+	return v, err
+}

@@ -15,18 +15,21 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
+	"github.com/etcdkit/etcdkit/internal/k8stest"
 	"github.com/etcdkit/etcdkit/internal/testetcd"
 )
 
 // drillReport is the part of backup drill's JSON the tests read.
 type drillReport struct {
-	Backup string
-	Checks []struct {
-		Name string
-		OK   bool
-	}
+	Backup         string
+	Checks         []drillCheck
 	OK             bool
 	ServingSeconds float64
+}
+
+type drillCheck struct {
+	Name, Detail string
+	OK           bool
 }
 
 func runDrill(t *testing.T, args ...string) (drillReport, string, int) {
@@ -201,4 +204,51 @@ func withoutLeases(t *testing.T, snap []byte) []byte {
 	b := testetcd.Must(os.ReadFile(path))(t)
 	sum := sha256.Sum256(b)
 	return append(b, sum[:]...)
+}
+
+// TestDrillKubernetes: the drill of a Kubernetes cluster's backup decodes
+// every object under /registry/ (counting the encrypted ones and the
+// unknown type, not failing on them), and fails on a value that is not a
+// Kubernetes object.
+func TestDrillKubernetes(t *testing.T) {
+	m := testetcd.StartSingle(t)
+	cli := m.Client(t)
+	ctx := testetcd.Ctx(t, time.Minute)
+	f, err := k8stest.Write(ctx, cli, "/registry/", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := filepath.Join(t.TempDir(), "repo")
+	backupCreate := func() {
+		if _, errOut, code := runCLI("backup", "create", "--repo", repo, "--endpoints", m.ClientURL); code != 0 {
+			t.Fatalf("backup create: exit %d %q", code, errOut)
+		}
+	}
+	backupCreate()
+	r, errOut, code := runDrill(t, "--repo", repo)
+	var k8s *drillCheck
+	for i := range r.Checks {
+		if r.Checks[i].Name == "kubernetes" {
+			k8s = &r.Checks[i]
+		}
+	}
+	encrypted := 0
+	for _, v := range f.Latest() {
+		if v.Encryption != "" {
+			encrypted++
+		}
+	}
+	objects := len(f.Latest()) - encrypted - 1 // one of an unknown type
+	want := fmt.Sprintf("%d objects under /registry/ decode (%d encrypted at rest and 1 of types", objects, encrypted)
+	if code != 0 || k8s == nil || !k8s.OK || !strings.HasPrefix(k8s.Detail, want) {
+		t.Fatalf("drill: exit %d %q, kubernetes check %+v, want %q", code, errOut, k8s, want)
+	}
+	if _, err := cli.Put(ctx, "/registry/configmaps/ns-a/broken", "not an object"); err != nil {
+		t.Fatal(err)
+	}
+	backupCreate()
+	r, errOut, code = runDrill(t, "--repo", repo)
+	if code != exitMismatch || r.OK || !strings.Contains(errOut, "kubernetes: 1 of") || !strings.Contains(errOut, "/registry/configmaps/ns-a/broken") {
+		t.Fatalf("drill of a backup with a broken object: exit %d %q", code, errOut)
+	}
 }
