@@ -14,8 +14,6 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apiserver/pkg/storage/value"
 	"sigs.k8s.io/yaml"
@@ -45,21 +43,12 @@ func newFixture(t *testing.T) fixture {
 	return fixture{Fixture: f, src: src, dec: &kube.Decoder{Catalog: kube.NewCatalog(), Decrypter: d}}
 }
 
-// wantObject is what a reader must return for a written version: the
-// object with resourceVersion set to its revision.
 func wantObject(t *testing.T, v k8stest.Version) runtime.Object {
 	t.Helper()
-	if v.JSON != nil {
-		u := &unstructured.Unstructured{Object: runtime.DeepCopyJSON(v.JSON)}
-		u.SetResourceVersion(v.ResourceVersion())
-		return u
-	}
-	obj := v.Obj.DeepCopyObject()
-	m, err := meta.Accessor(obj)
+	obj, err := v.Want()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.SetResourceVersion(v.ResourceVersion())
 	return obj
 }
 

@@ -322,8 +322,8 @@ func problemWord(err error) string {
 func (p *objectPrinter) item(o kube.Object) {
 	if o.Problem != nil {
 		if p.out == "yaml" {
-			line := fmt.Sprintf("# %s: %s\n", o.Key, strings.ReplaceAll(o.Problem.Error(), "\n", " "))
-			p.pool.submit(func() ([]byte, error) { return []byte(line), nil })
+			line := problemComment(o)
+			p.pool.submit(func() ([]byte, error) { return line, nil })
 		}
 		return
 	}
@@ -363,6 +363,12 @@ func (p *objectPrinter) item(o kube.Object) {
 	})
 }
 
+// problemComment is the YAML comment that stands for an object that
+// cannot be decoded.
+func problemComment(o kube.Object) []byte {
+	return []byte(fmt.Sprintf("# %s: %s\n", o.Key, strings.ReplaceAll(o.Problem.Error(), "\n", " ")))
+}
+
 // done closes what the stream left open.
 func (p *objectPrinter) done() error {
 	if p.n == 0 {
@@ -374,7 +380,7 @@ func (p *objectPrinter) done() error {
 			o := p.first
 			if o.Problem != nil {
 				if p.out == "yaml" {
-					_, err := fmt.Fprintf(p.w, "# %s: %s\n", o.Key, strings.ReplaceAll(o.Problem.Error(), "\n", " "))
+					_, err := p.w.Write(problemComment(*o))
 					return err
 				}
 				return nil

@@ -20,16 +20,12 @@ import (
 	"github.com/etcdkit/etcdkit/internal/k8stest"
 )
 
-// want is the object a reader reports for a written version: with its
-// revision as resourceVersion.
 func want(t *testing.T, v k8stest.Version) runtime.Object {
 	t.Helper()
-	obj := v.Obj.DeepCopyObject()
-	m, err := meta.Accessor(obj)
+	obj, err := v.Want()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.SetResourceVersion(v.ResourceVersion())
 	return obj
 }
 

@@ -15,7 +15,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apiserver/pkg/storage/value"
@@ -255,6 +257,24 @@ func ptr[T any](v T) *T { return &v }
 
 // ResourceVersion is the resourceVersion a reader reports for a version.
 func (v Version) ResourceVersion() string { return strconv.FormatInt(v.Rev, 10) }
+
+// Want is the object a reader must report for the version: a copy of what
+// was written (typed, or unstructured for JSON) with its revision as
+// resourceVersion.
+func (v Version) Want() (runtime.Object, error) {
+	if v.JSON != nil {
+		u := &unstructured.Unstructured{Object: runtime.DeepCopyJSON(v.JSON)}
+		u.SetResourceVersion(v.ResourceVersion())
+		return u, nil
+	}
+	obj := v.Obj.DeepCopyObject()
+	m, err := apimeta.Accessor(obj)
+	if err != nil {
+		return nil, err
+	}
+	m.SetResourceVersion(v.ResourceVersion())
+	return obj, nil
+}
 
 // Build writes the fixture into a new in-process etcd, stops it and
 // returns the fixture and the member's db file.

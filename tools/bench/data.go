@@ -70,6 +70,13 @@ func ensureSnapshot() string {
 		wg.Wait()
 		log.Printf("round %d/%d written (%s)", r+1, *rounds, time.Since(start).Round(time.Second))
 	}
+	saveSnapshot(url, snap, stamp)
+	return snap
+}
+
+// saveSnapshot saves the served db with etcdctl to snap (under a
+// temporary name, renamed last) and records stamp beside it.
+func saveSnapshot(url, snap, stamp string) {
 	tmp := snap + ".part"
 	save := exec.Command(filepath.Join(*etcdBins, "etcdctl"), "--endpoints", url, "--command-timeout", "10m", "snapshot", "save", tmp)
 	save.Stdout, save.Stderr = os.Stderr, os.Stderr
@@ -82,7 +89,6 @@ func ensureSnapshot() string {
 	if err := os.WriteFile(snap+".spec", []byte(stamp), 0o644); err != nil {
 		log.Fatal(err)
 	}
-	return snap
 }
 
 // startEtcd runs the etcd 3.7 binary on dataDir on fixed loopback ports and

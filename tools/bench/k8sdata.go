@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -160,18 +159,7 @@ func ensureK8sSnapshot() string {
 	close(items)
 	wg.Wait()
 	log.Printf("%d objects written in %s", n, time.Since(start).Round(time.Second))
-	tmp := snap + ".part"
-	save := exec.Command(filepath.Join(*etcdBins, "etcdctl"), "--endpoints", url, "--command-timeout", "10m", "snapshot", "save", tmp)
-	save.Stdout, save.Stderr = os.Stderr, os.Stderr
-	if err := save.Run(); err != nil {
-		log.Fatalf("etcdctl snapshot save: %v", err)
-	}
-	if err := os.Rename(tmp, snap); err != nil {
-		log.Fatal(err)
-	}
-	if err := os.WriteFile(snap+".spec", []byte(stamp), 0o644); err != nil {
-		log.Fatal(err)
-	}
+	saveSnapshot(url, snap, stamp)
 	return snap
 }
 
