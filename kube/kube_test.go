@@ -14,7 +14,6 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apiserver/pkg/storage/value"
 	"sigs.k8s.io/yaml"
 
@@ -41,15 +40,6 @@ func newFixture(t *testing.T) fixture {
 		t.Fatal(err)
 	}
 	return fixture{Fixture: f, src: src, dec: &kube.Decoder{Catalog: kube.NewCatalog(), Decrypter: d}}
-}
-
-func wantObject(t *testing.T, v k8stest.Version) runtime.Object {
-	t.Helper()
-	obj, err := v.Want()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return obj
 }
 
 func TestKubernetesFixture(t *testing.T) {
@@ -100,7 +90,7 @@ func TestKubernetesFixture(t *testing.T) {
 			if o.Problem != nil {
 				t.Fatalf("%s: %v", path, o.Problem)
 			}
-			if want := wantObject(t, v); !apiequality.Semantic.DeepEqual(o.Obj, want) {
+			if want := v.MustWant(t); !apiequality.Semantic.DeepEqual(o.Obj, want) {
 				t.Errorf("%s: decoded\n%#v\nwant\n%#v", path, o.Obj, want)
 			}
 			if (o.Encryption != nil) != (v.Encryption != "") {
@@ -143,7 +133,7 @@ func TestKubernetesFixture(t *testing.T) {
 			got = append(got, o)
 			return nil
 		})
-		if err != nil || len(got) != 1 || !apiequality.Semantic.DeepEqual(got[0].Obj, wantObject(t, f.MidVersion)) {
+		if err != nil || len(got) != 1 || !apiequality.Semantic.DeepEqual(got[0].Obj, f.MidVersion.MustWant(t)) {
 			t.Fatalf("at %d: %v %v", f.Mid, got, err)
 		}
 		_, err = f.dec.Get(ctx, f.src, kube.Query{Resource: r, Rev: f.Compacted - 1}, func(kube.Object) error { return nil })
@@ -169,7 +159,7 @@ func TestKubernetesFixture(t *testing.T) {
 				if g.Deleted != w.Deleted || g.ModRevision != w.Rev {
 					t.Errorf("%s #%d: deleted %v at %d, want %v at %d", path, i, g.Deleted, g.ModRevision, w.Deleted, w.Rev)
 				}
-				if !w.Deleted && !apiequality.Semantic.DeepEqual(g.Obj, wantObject(t, w)) {
+				if !w.Deleted && !apiequality.Semantic.DeepEqual(g.Obj, w.MustWant(t)) {
 					t.Errorf("%s #%d: %v", path, i, g.Obj)
 				}
 			}

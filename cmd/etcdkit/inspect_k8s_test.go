@@ -20,15 +20,6 @@ import (
 	"github.com/etcdkit/etcdkit/internal/k8stest"
 )
 
-func want(t *testing.T, v k8stest.Version) runtime.Object {
-	t.Helper()
-	obj, err := v.Want()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return obj
-}
-
 // decodeStrict decodes JSON or YAML into the type its kind names,
 // refusing unknown fields: what the API server would accept.
 func decodeStrict(t *testing.T, b []byte) runtime.Object {
@@ -57,12 +48,12 @@ func TestInspectK8s(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("get -o yaml: %d %s", code, errOut)
 			}
-			if got := decodeStrict(t, []byte(out)); !apiequality.Semantic.DeepEqual(got, want(t, latest["deployments/ns-a/web"])) {
+			if got := decodeStrict(t, []byte(out)); !apiequality.Semantic.DeepEqual(got, latest["deployments/ns-a/web"].MustWant(t)) {
 				t.Errorf("deployment:\n%s", out)
 			}
 
 			out, _, code = k8s("get", "deployments.apps", "web", "-n", "ns-a", "-o", "json", "--rev", fmt.Sprint(f.Mid))
-			if got := decodeStrict(t, []byte(out)); code != 0 || !apiequality.Semantic.DeepEqual(got, want(t, f.MidVersion)) {
+			if got := decodeStrict(t, []byte(out)); code != 0 || !apiequality.Semantic.DeepEqual(got, f.MidVersion.MustWant(t)) {
 				t.Errorf("at revision %d: %d\n%s", f.Mid, code, out)
 			}
 
@@ -82,7 +73,7 @@ func TestInspectK8s(t *testing.T) {
 				t.Errorf("yaml and json lists differ: %v\n%s\n%s", err, yamlOut, jsonOut)
 			}
 			for i, path := range []string{"configmaps/ns-a/settings", "configmaps/ns-b/settings"} {
-				if got := decodeStrict(t, list.Items[i]); !apiequality.Semantic.DeepEqual(got, want(t, latest[path])) {
+				if got := decodeStrict(t, list.Items[i]); !apiequality.Semantic.DeepEqual(got, latest[path].MustWant(t)) {
 					t.Errorf("item %d: %s", i, list.Items[i])
 				}
 			}
@@ -104,7 +95,7 @@ func TestInspectK8s(t *testing.T) {
 				}
 				out, errOut, code = k8s("get", "secret", name, "-n", ns, "-o", "yaml", enc)
 				s, ok := decodeStrict(t, []byte(out)).(*corev1.Secret)
-				if code != 0 || !ok || !apiequality.Semantic.DeepEqual(s, want(t, latest["secrets/"+ns+"/"+name])) {
+				if code != 0 || !ok || !apiequality.Semantic.DeepEqual(s, latest["secrets/"+ns+"/"+name].MustWant(t)) {
 					t.Errorf("secret %s: %d %s %s", name, code, out, errOut)
 				}
 				out, errOut, code = k8s("get", "secret", name, "-n", ns, "-o", "yaml")
@@ -132,7 +123,7 @@ func TestInspectK8s(t *testing.T) {
 			}
 			for i, d := range docs {
 				v := f.Versions["deployments/ns-a/web"][i]
-				if got := decodeStrict(t, []byte(d)).(*appsv1.Deployment); !apiequality.Semantic.DeepEqual(got, want(t, v)) {
+				if got := decodeStrict(t, []byte(d)).(*appsv1.Deployment); !apiequality.Semantic.DeepEqual(got, v.MustWant(t)) {
 					t.Errorf("version %d:\n%s", i, d)
 				}
 			}

@@ -258,6 +258,16 @@ func ptr[T any](v T) *T { return &v }
 // ResourceVersion is the resourceVersion a reader reports for a version.
 func (v Version) ResourceVersion() string { return strconv.FormatInt(v.Rev, 10) }
 
+// MustWant is Want for a test, failing it on an error.
+func (v Version) MustWant(t testing.TB) runtime.Object {
+	t.Helper()
+	obj, err := v.Want()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obj
+}
+
 // Want is the object a reader must report for the version: a copy of what
 // was written (typed, or unstructured for JSON) with its revision as
 // resourceVersion.
