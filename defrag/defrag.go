@@ -3,9 +3,10 @@
 // it, which replaces the original only when complete and synced.
 //
 // Unlike etcdutl defrag it does not map the db with MAP_POPULATE (memory
-// stays bounded whatever the db size), checks the free disk space first,
-// waits a bounded time for a running etcd's lock, packs pages full
-// (FillPercent 1.0: the copy inserts in key order) and keeps the original's
+// stays bounded whatever the db size), does not go through bbolt
+// transactions (the new file is written directly, page by page in key
+// order, pages packed full: a bulk load), checks the free disk space first,
+// waits a bounded time for a running etcd's lock and keeps the original's
 // owner and mode.
 package defrag
 
@@ -18,7 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/server/v3/storage/datadir"
 
 	"github.com/etcdkit/etcdkit/internal/boltpage"
@@ -31,16 +31,16 @@ var ErrNoSpace = fsutil.ErrNoSpace
 
 const (
 	tempMarker = ".etcdkit-defrag-"
-	// commitBytesDefault is how much data one write transaction holds:
-	// bolt keeps a transaction's dirty pages in memory until it commits.
-	commitBytesDefault = 16 << 20
+	// progressBytesDefault is how much is copied between progress reports
+	// (and checks of the context).
+	progressBytesDefault = 16 << 20
 	// headroom is added to the live size for the free-space check: bolt
 	// grows files in steps of up to 16 MiB.
 	headroom = 32 << 20
 )
 
-// commitBytes is commitBytesDefault; tests lower it to commit more often.
-var commitBytes = commitBytesDefault
+// progressBytes is progressBytesDefault; tests lower it.
+var progressBytes = progressBytesDefault
 
 // Options tune a defrag.
 type Options struct {
@@ -67,12 +67,13 @@ type Result struct {
 // DBPath returns the db file of a data dir.
 func DBPath(dataDir string) string { return datadir.ToBackendFileName(dataDir) }
 
-// Defrag defragments the bolt db at path in place. The source is read with
-// the pread scanner twice under one shared lock (a running etcd cannot
-// open it meanwhile): once to check it (a damaged db is refused before
-// anything is written) and to learn its live size, once to copy its
-// buckets, keys and values in key order into the new file. It is never
-// mapped.
+// Defrag defragments the bolt db at path in place, under one shared lock
+// (a running etcd cannot open it meanwhile), reading it with the pread
+// scanner, never mapped. When the file system has room for a copy as large
+// as the whole file, one pass checks the db and writes the new file (a
+// damaged db is found by the end of the pass, and the new file is thrown
+// away). Otherwise a first pass checks the db and measures its live data,
+// which must fit, before the second writes.
 func Defrag(ctx context.Context, path string, opts Options) (res Result, err error) {
 	start := time.Now()
 	res.Path = path
@@ -86,28 +87,30 @@ func Defrag(ctx context.Context, path string, opts Options) (res Result, err err
 	}
 	defer src.Close()
 	res.Before = fi.Size()
-	var top []string
-	pages, err := src.Scan(func(e boltpage.Entry) error {
-		if e.Depth == 0 && e.Bucket {
-			top = append(top, string(e.Key))
-		}
-		return nil
-	})
-	if err == nil {
-		err = etcdfmt.CheckBuckets(top)
-	}
-	if err != nil {
-		return res, fmt.Errorf("%s: %w", path, err)
-	}
-	res.InUse = int64(pages.Reachable) * int64(src.Meta.PageSize)
-
 	free, err := fsutil.Free(filepath.Dir(path))
 	if err != nil {
 		return res, err
 	}
-	if need := res.InUse + headroom + opts.Reserve; free.Bytes < need {
-		return res, fmt.Errorf("%w: %s has %s free, defragmenting %s needs %s (its live data plus headroom); free some space or copy the db to a larger disk",
-			ErrNoSpace, filepath.Dir(path), fsutil.MiB(free.Bytes), path, fsutil.MiB(need))
+	onePass := free.Bytes >= res.Before+headroom+opts.Reserve
+	if !onePass {
+		var top []string
+		pages, err := src.Scan(func(e boltpage.Entry) error { // the check, and the live size
+			if e.Depth == 0 {
+				top = append(top, string(e.Key))
+			}
+			return nil
+		})
+		if err == nil {
+			err = etcdfmt.CheckBuckets(top)
+		}
+		if err != nil {
+			return res, fmt.Errorf("%s: %w", path, err)
+		}
+		res.InUse = int64(pages.Reachable) * int64(src.Meta.PageSize)
+		if need := res.InUse + headroom + opts.Reserve; free.Bytes < need {
+			return res, fmt.Errorf("%w: %s has %s free, defragmenting %s needs %s (its live data plus headroom); free some space or copy the db to a larger disk",
+				ErrNoSpace, filepath.Dir(path), fsutil.MiB(free.Bytes), path, fsutil.MiB(need))
+		}
 	}
 
 	tmp, err := fsutil.TempSibling(path, tempMarker)
@@ -125,9 +128,15 @@ func Defrag(ctx context.Context, path string, opts Options) (res Result, err err
 			os.Remove(tmp)
 		}
 	}()
-	if err = copyDB(ctx, src, tmp, fi, res.InUse, opts.Progress); err != nil {
+	total := res.InUse
+	if onePass {
+		total = src.TotalSize()
+	}
+	pages, err := copyDB(ctx, src, tmp, fi, total, opts.Progress)
+	if err != nil {
 		return res, fmt.Errorf("%s: %w", path, err)
 	}
+	res.InUse = int64(pages.Reachable) * int64(src.Meta.PageSize)
 	if err = fsutil.RenameSynced(tmp, path); err != nil {
 		return res, err
 	}
@@ -139,152 +148,60 @@ func Defrag(ctx context.Context, path string, opts Options) (res Result, err err
 	return res, nil
 }
 
-// copyDB writes every bucket of src into a new bolt file at tmp with the
-// owner and mode of the original, and syncs it.
-func copyDB(ctx context.Context, src *boltpage.File, tmp string, orig os.FileInfo, total int64, progress func(done, total int64)) error {
-	dst, err := bolt.Open(tmp, orig.Mode().Perm(), &bolt.Options{
-		NoSync: true, NoGrowSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
-		PageSize: int(src.Meta.PageSize), Timeout: time.Second,
-		// Map the expected size at once: every remap of a growing bolt
-		// file first copies all pending node data out of the mapping.
-		InitialMmapSize: int(total + headroom),
-	})
+// copyDB writes every bucket of src into a new bolt file at tmp, page by
+// page in key order (boltpage.Builder: a bulk load, no transactions, no
+// mapping), with the owner and mode of the original, and syncs it.
+func copyDB(ctx context.Context, src *boltpage.File, tmp string, orig os.FileInfo, total int64, progress func(done, total int64)) (boltpage.Pages, error) {
+	var pages boltpage.Pages
+	f, err := os.OpenFile(tmp, os.O_RDWR, 0)
 	if err != nil {
-		return err
+		return pages, err
 	}
-	closed := false
-	defer func() {
-		if !closed {
-			dst.Close()
-		}
-	}()
+	defer f.Close()
 	if st, ok := orig.Sys().(*syscall.Stat_t); ok {
-		if err := os.Chown(tmp, int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, os.ErrPermission) {
-			return err
+		if err := f.Chown(int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, os.ErrPermission) {
+			return pages, err
 		}
 	}
-	w := &writer{ctx: ctx, dst: dst, total: total, progress: progress}
-	if w.tx, err = dst.Begin(true); err != nil {
-		return err
-	}
-	_, err = src.Scan(w.entry)
-	if err == nil {
-		err = w.tx.Commit()
-		if progress != nil {
-			progress(total, total)
-		}
-	} else if w.tx != nil {
-		w.tx.Rollback()
-	}
+	b, err := boltpage.NewBuilder(f, int(src.Meta.PageSize))
 	if err != nil {
-		return err
+		return pages, err
 	}
-	if err := dst.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", tmp, err)
-	}
-	closed = true
-	return dst.Close()
-}
-
-// slabSize is the unit in which the writer keeps copies of keys and
-// values: bbolt needs them valid until the transaction commits, and the
-// scanner reuses its buffers.
-const slabSize = 4 << 20
-
-// writer builds the new file from the scan's entries (depth first, in key
-// order) in one open write transaction, committed every commitBytes.
-type writer struct {
-	ctx      context.Context
-	dst      *bolt.DB
-	tx       *bolt.Tx
-	gen      int      // incremented at every commit: cached buckets are stale
-	path     [][]byte // the bucket the next entry at depth len(path) is in
-	cur      *bolt.Bucket
-	curGen   int
-	slab     []byte
-	pending  int
-	done     int64
-	total    int64
-	progress func(done, total int64)
-}
-
-// keep copies b into the current slab.
-func (w *writer) keep(b []byte) []byte {
-	if cap(w.slab)-len(w.slab) < len(b) {
-		w.slab = make([]byte, 0, max(slabSize, len(b)))
-	}
-	w.slab = append(w.slab, b...)
-	return w.slab[len(w.slab)-len(b) : len(w.slab) : len(w.slab)]
-}
-
-// bucket resolves a bucket path in the current transaction.
-func (w *writer) bucket(path [][]byte) *bolt.Bucket {
-	b := w.tx.Bucket(path[0])
-	for _, name := range path[1:] {
-		b = b.Bucket(name)
-	}
-	return b
-}
-
-// entry copies one entry of the scan.
-func (w *writer) entry(e boltpage.Entry) error {
-	if e.Depth < len(w.path) {
-		w.path, w.cur = w.path[:e.Depth], nil
-	}
-	if e.Bucket {
-		var parent interface {
-			CreateBucket([]byte) (*bolt.Bucket, error)
-		} = w.tx
-		if len(w.path) > 0 {
-			parent = w.bucket(w.path)
+	var reported int64
+	var top []string
+	pages, err = src.Scan(func(e boltpage.Entry) error {
+		switch {
+		case e.Depth == 0:
+			top = append(top, string(e.Key))
+			return b.Bucket(e.Key, e.Sequence)
+		case e.Bucket:
+			return fmt.Errorf("%w: bucket %q inside %q", boltpage.ErrNested, e.Key, e.Top)
 		}
-		name := w.keep(e.Key)
-		b, err := parent.CreateBucket(name)
-		if err != nil {
-			return fmt.Errorf("create bucket %q: %w", append(w.path, name), err)
-		}
-		if err := b.SetSequence(e.Sequence); err != nil {
+		if err := b.Put(e.Key, e.Value); err != nil {
 			return err
 		}
-		w.path, w.cur = append(w.path, name), nil
+		if b.Written-reported >= int64(progressBytes) {
+			reported = b.Written
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if progress != nil {
+				progress(b.Written, total)
+			}
+		}
 		return nil
+	})
+	if err == nil {
+		err = etcdfmt.CheckBuckets(top) // the scan's check failed, or passed
 	}
-	if e.Depth == 0 {
-		return fmt.Errorf("%w: top-level entry %q is not a bucket", etcdfmt.ErrSchema, e.Key)
-	}
-	if w.cur == nil || w.curGen != w.gen {
-		w.cur, w.curGen = w.bucket(w.path), w.gen
-		w.cur.FillPercent = 1.0 // keys arrive in order: pack pages full
-	}
-	if err := w.cur.Put(w.keep(e.Key), w.keep(e.Value)); err != nil {
-		return fmt.Errorf("bucket %q: %w", w.path, err)
-	}
-	n := len(e.Key) + len(e.Value)
-	w.pending += n
-	w.done += int64(n)
-	if w.pending >= commitBytes {
-		return w.commit()
-	}
-	return nil
-}
-
-func (w *writer) commit() error {
-	if err := w.ctx.Err(); err != nil {
-		return err
-	}
-	if err := w.tx.Commit(); err != nil {
-		return err
-	}
-	tx, err := w.dst.Begin(true)
 	if err != nil {
-		w.tx = nil
-		return err
+		return pages, err
 	}
-	w.tx, w.pending = tx, 0
-	w.slab = nil // the committed transaction no longer needs the copies
-	w.gen++
-	if w.progress != nil {
-		w.progress(w.done, w.total)
+	if _, err := b.Finish(); err != nil {
+		return pages, err
 	}
-	return nil
+	if progress != nil {
+		progress(total, total)
+	}
+	return pages, f.Close()
 }

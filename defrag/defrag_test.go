@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	bolt "go.etcd.io/bbolt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,6 +88,7 @@ func TestDefrag(t *testing.T) {
 				t.Fatal(err)
 			}
 			after := status(t, db)
+			checkBolt(t, db)
 			if after.Hash != before.Hash || after.Revision != before.Revision || after.TotalKey != before.TotalKey {
 				t.Errorf("status after %+v, before %+v", after, before)
 			}
@@ -122,6 +124,25 @@ func TestDefrag(t *testing.T) {
 	}
 }
 
+// checkBolt runs bbolt's own consistency check on a db.
+func checkBolt(t *testing.T, path string) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("bbolt check of %s: %v", path, err)
+	}
+}
+
 // TestDefragRefuses: a db locked by a running etcd, too little disk space,
 // not a bolt file, a missing file: each refused with its error, the db
 // untouched and nothing left beside it.
@@ -129,6 +150,27 @@ func TestDefragRefuses(t *testing.T) {
 	m := testetcd.StartSingle(t)
 	if _, err := testetcd.Load(testetcd.Ctx(t, time.Minute), m.Client(t), testetcd.LoadSpec{Keys: 200, Rounds: 2, Seed: 9}); err != nil {
 		t.Fatal(err)
+	}
+	// damaged: a copy whose key bucket's root page says it is a freelist
+	// page: the one-pass defrag finds it at the end of its pass.
+	damaged := func() string {
+		m.Stop()
+		path := filepath.Join(t.TempDir(), "damaged.db")
+		testetcd.CopyFile(t, m.DBPath(), path)
+		db := testetcd.Must(bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true}))(t)
+		var root uint64
+		var ps int
+		db.View(func(tx *bolt.Tx) error {
+			root, ps = uint64(tx.Bucket([]byte("key")).Root()), db.Info().PageSize
+			return nil
+		})
+		db.Close()
+		f := testetcd.Must(os.OpenFile(path, os.O_RDWR, 0))(t)
+		if _, err := f.WriteAt([]byte{0x10, 0}, int64(root)*int64(ps)+8); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		return path
 	}
 	garbage := filepath.Join(t.TempDir(), "garbage.db")
 	testetcd.WriteFile(t, garbage, []byte(strings.Repeat("garbage!", 1024)))
@@ -142,6 +184,7 @@ func TestDefragRefuses(t *testing.T) {
 		{"in use", m.DBPath, defrag.Options{LockTimeout: 200 * time.Millisecond}, boltpage.ErrInUse, "in use"},
 		{"no space", func() string { m.Stop(); return m.DBPath() }, defrag.Options{LockTimeout: time.Second, Reserve: 1 << 60}, defrag.ErrNoSpace, "free"},
 		{"not bolt", func() string { return garbage }, defrag.Options{}, boltpage.ErrNotBolt, "garbage.db"},
+		{"damaged", damaged, defrag.Options{}, boltpage.ErrIntegrity, "damaged.db"},
 		{"missing", func() string { return filepath.Join(t.TempDir(), "nope") }, defrag.Options{}, os.ErrNotExist, "nope"},
 	}
 	for _, tc := range cases {
@@ -188,7 +231,7 @@ func runChild(spec string) int {
 			return 2
 		}
 	}
-	defrag.SetCommitBytes(64 << 10)
+	defrag.SetProgressBytes(64 << 10)
 	opts := defrag.Options{Progress: func(done, total int64) {
 		if cs.PauseAt > 0 && done >= cs.PauseAt {
 			fmt.Println("paused")
@@ -221,7 +264,7 @@ func TestDefragInterrupted(t *testing.T) {
 	}
 
 	t.Run("killed", func(t *testing.T) {
-		cmd, stderr, paused := run(childSpec{DB: db, PauseAt: live / 4})
+		cmd, stderr, paused := run(childSpec{DB: db, PauseAt: live / 16})
 		if !paused {
 			cmd.Wait()
 			t.Fatalf("child did not pause: %s", stderr)
@@ -236,7 +279,7 @@ func TestDefragInterrupted(t *testing.T) {
 		}
 	})
 	t.Run("disk full", func(t *testing.T) {
-		cmd, stderr, _ := run(childSpec{DB: db, FileLimit: uint64(live / 3)})
+		cmd, stderr, _ := run(childSpec{DB: db, FileLimit: uint64(live / 8)})
 		if err := cmd.Wait(); err == nil || !strings.Contains(stderr.String(), "file too large") {
 			t.Fatalf("exit %v, stderr %q", err, stderr)
 		}

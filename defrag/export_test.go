@@ -1,4 +1,4 @@
 package defrag
 
-// SetCommitBytes lets tests make the copy commit (and report progress) often.
-func SetCommitBytes(n int) { commitBytes = n }
+// SetProgressBytes lets tests make the copy report progress often.
+func SetProgressBytes(n int) { progressBytes = n }
