@@ -175,7 +175,7 @@ func copyDB(ctx context.Context, src *boltpage.File, tmp string, orig os.FileInf
 			top = append(top, string(e.Key))
 			return b.Bucket(e.Key, e.Sequence)
 		case e.Bucket:
-			return fmt.Errorf("%w: bucket %q inside %q", boltpage.ErrNested, e.Key, e.Top)
+			return fmt.Errorf("%w: %w: bucket %q inside %q", etcdfmt.ErrSchema, boltpage.ErrNested, e.Key, e.Top)
 		}
 		if err := b.Put(e.Key, e.Value); err != nil {
 			return err

@@ -173,7 +173,8 @@ func (t *treeBuilder) add(lvl int, key, value []byte, flags uint32) error {
 	}
 	if lvl == 0 {
 		if t.last != nil && bytes.Compare(t.last, key) >= 0 {
-			return fmt.Errorf("bolt builder: key %q after %q: keys must increase", key, t.last)
+			// From a scan, only a damaged source gives keys out of order.
+			return fmt.Errorf("%w: bolt builder: key %q after %q: keys must increase", ErrIntegrity, key, t.last)
 		}
 		t.last = append(t.last[:0], key...)
 	}
