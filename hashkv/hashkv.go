@@ -4,16 +4,18 @@
 package hashkv
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
+	"math"
 	"os"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/server/v3/storage/datadir"
 
-	"github.com/etcdkit/etcdkit/internal/boltdb"
+	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 )
 
@@ -49,152 +51,143 @@ func DBPath(path string) string {
 // revision never counts. The compact revision is the larger of the finished
 // and scheduled ones, as a server starting on this db would use after
 // finishing a pending compaction. Nothing is written to the file.
+//
+// The file is read once, through the pread scanner's check (boltpage.Check,
+// what verify checks), after a peek at its meta bucket (a few pages); it is
+// never mapped.
 func Compute(path string, rev int64, lockTimeout time.Duration) (Result, error) {
 	if rev < 0 {
 		return Result{}, fmt.Errorf("revision %d: must not be negative", rev)
 	}
-	db, err := boltdb.OpenMapped(path, lockTimeout, nil, nil)
+	if fi, err := os.Stat(path); err != nil {
+		return Result{}, err
+	} else if fi.IsDir() {
+		return Result{}, fmt.Errorf("%s: %w: it is a directory", path, boltpage.ErrNotBolt)
+	}
+	meta, err := etcdfmt.PeekMeta(path, path, lockTimeout)
 	if err != nil {
 		return Result{}, err
 	}
-	defer db.Close()
-	if err := etcdfmt.CheckBuckets(db.Buckets); err != nil {
-		return Result{}, fmt.Errorf("%s: %w", path, err)
-	}
-	tx, err := db.Begin(false)
-	if err != nil {
-		return Result{}, fmt.Errorf("%s: %w", path, err)
-	}
-	defer tx.Rollback()
-	var res Result
-	err = boltdb.Guard(func() (err error) { res, err = compute(db, tx, rev); return err })
-	if err != nil {
-		return Result{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return res, nil
-}
-
-// keyState is the newest entry of one key at or below the hash revision.
-type keyState struct {
-	rev  etcdfmt.Revision
-	tomb bool
-}
-
-func compute(db *boltdb.DB, tx *bolt.Tx, rev int64) (Result, error) {
-	keyB := tx.Bucket(etcdfmt.BucketKey)
-	if keyB == nil {
-		return Result{}, fmt.Errorf("no %q bucket: not an etcd v3 db", etcdfmt.BucketKey)
-	}
-	compactRev, currentRev, err := revisions(tx, keyB)
-	if err != nil {
-		return Result{}, err
-	}
+	compactRev, currentRev := meta.Compacted(), meta.Current()
 	switch {
 	case rev > 0 && rev < compactRev:
-		return Result{}, fmt.Errorf("revision %d: %w (compact revision is %d; use --rev %d or higher)", rev, ErrCompacted, compactRev, compactRev)
+		return Result{}, fmt.Errorf("%s: revision %d: %w (compact revision is %d; use --rev %d or higher)", path, rev, ErrCompacted, compactRev, compactRev)
 	case rev > currentRev:
-		return Result{}, fmt.Errorf("revision %d: %w (current revision is %d)", rev, ErrFutureRev, currentRev)
+		return Result{}, fmt.Errorf("%s: revision %d: %w (current revision is %d)", path, rev, ErrFutureRev, currentRev)
 	case rev == 0:
 		rev = currentRev
 	}
-
-	// Pass 1: the newest entry of every key at or below rev, which decides
-	// which entries at or below the compact revision the index keeps.
-	ids := etcdfmt.NewKeyHasher()
-	var newest map[etcdfmt.KeyID]keyState
-	keepAny := false
-	if compactRev > 0 {
-		newest = make(map[etcdfmt.KeyID]keyState)
-		err := forEachUpTo(db, keyB, rev, func(r etcdfmt.Revision, tomb bool, k, v []byte) error {
-			kv, err := etcdfmt.ParseKeyValue(v)
-			if err != nil {
-				return err
-			}
-			newest[ids.ID(kv.Key)] = keyState{rev: r, tomb: tomb}
-			return nil
-		})
-		if err != nil {
-			return Result{}, err
-		}
-		for _, s := range newest {
-			if !s.tomb {
-				keepAny = true
-				break
-			}
-		}
-	}
-
-	// Pass 2: the hash.
-	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
-	h.Write(etcdfmt.BucketKey)
-	err = forEachUpTo(db, keyB, rev, func(r etcdfmt.Revision, tomb bool, k, v []byte) error {
-		if r.Main <= compactRev && keepAny {
-			kv, err := etcdfmt.ParseKeyValue(v)
-			if err != nil {
-				return err
-			}
-			if s := newest[ids.ID(kv.Key)]; tomb || s.tomb || s.rev != r {
-				return nil
-			}
-		}
-		if r.Main == compactRev && tomb {
+	h := newHasher(rev, compactRev)
+	top, err := boltpage.Check(path, lockTimeout, nil, func(e boltpage.Entry) error {
+		if e.Depth != 1 || e.Bucket || !bytes.Equal(e.Top, etcdfmt.BucketKey) {
 			return nil
 		}
-		h.Write(k)
-		h.Write(v)
-		return nil
+		return h.entry(e.Key, e.Value)
 	})
 	if err != nil {
-		return Result{}, err
+		return Result{}, err // names the file
 	}
-	return Result{Hash: h.Sum32(), HashRevision: rev, CompactRevision: compactRev}, nil
+	if err := etcdfmt.CheckBuckets(top); err != nil {
+		return Result{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return Result{Hash: h.sum(), HashRevision: rev, CompactRevision: compactRev}, nil
 }
 
-// revisions returns the compact and current revisions a server restoring
-// this db would have (mvcc store.restore).
-func revisions(tx *bolt.Tx, keyB *bolt.Bucket) (compactRev, currentRev int64, err error) {
-	compactRev, currentRev = -1, 1
-	var scheduled int64
-	if meta := tx.Bucket(etcdfmt.BucketMeta); meta != nil {
-		if v := meta.Get(etcdfmt.MetaFinishedCompactRev); v != nil {
-			if compactRev, err = etcdfmt.ParseCompactRev(v); err != nil {
-				return 0, 0, fmt.Errorf("meta %s: %w", etcdfmt.MetaFinishedCompactRev, err)
-			}
-		}
-		if v := meta.Get(etcdfmt.MetaScheduledCompactRev); v != nil {
-			if scheduled, err = etcdfmt.ParseCompactRev(v); err != nil {
-				return 0, 0, fmt.Errorf("meta %s: %w", etcdfmt.MetaScheduledCompactRev, err)
-			}
-		}
+// hasher computes etcd's hashByRev over the key bucket's entries as one
+// pass of the scanner meets them, in revision order. Entries above the
+// compact revision always count: they go into a running CRC. Whether an
+// entry at or below it counts depends on whether a newer entry of its key
+// (up to the hash revision) follows, known only later: each such entry
+// keeps its own CRC and length, and sum joins the CRCs in order
+// (crc32Combine). Memory is 12 bytes per entry at or below the compaction
+// (after a physical compaction about one per key) plus a map entry per
+// key, as the server's index.
+type hasher struct {
+	rev, compactRev int64
+	ids             etcdfmt.KeyHasher
+	newest          map[etcdfmt.KeyID]newest
+	early           []earlyEntry
+	tail            hash.Hash32
+	tailLen         int64
+}
+
+// newest is a key's newest entry so far: its index in early (-1 when it
+// is above the compaction) and whether it is a tombstone.
+type newest struct {
+	early int32
+	tomb  bool
+}
+
+// earlyEntry is an entry at or below the compact revision.
+type earlyEntry struct {
+	crc, n uint32
+	// tomb, superseded (a newer entry of its key follows) and atCompact
+	// (its main revision is the compact revision).
+	tomb, superseded, atCompact bool
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func newHasher(rev, compactRev int64) *hasher {
+	h := &hasher{rev: rev, compactRev: compactRev, tail: crc32.New(castagnoli)}
+	if compactRev > 0 {
+		h.ids, h.newest = etcdfmt.NewKeyHasher(), map[etcdfmt.KeyID]newest{}
 	}
-	latest, err := etcdfmt.LatestRevision(keyB)
+	return h
+}
+
+func (h *hasher) entry(k, v []byte) error {
+	r, tomb, err := etcdfmt.ParseRevKey(k)
 	if err != nil {
-		return 0, 0, err
+		return err
 	}
-	currentRev = max(currentRev, latest, compactRev, scheduled)
-	compactRev = max(compactRev, scheduled)
-	return compactRev, currentRev, nil
-}
-
-// forEachUpTo calls fn for every key-bucket entry with main revision <= rev,
-// in revision order.
-func forEachUpTo(db *boltdb.DB, b *bolt.Bucket, rev int64, fn func(r etcdfmt.Revision, tomb bool, k, v []byte) error) error {
-	c := b.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		r, tomb, err := etcdfmt.ParseRevKey(k)
+	if r.Main > h.rev {
+		return nil
+	}
+	if h.compactRev > 0 {
+		kv, err := etcdfmt.ParseKeyValue(v)
 		if err != nil {
-			return err
-		}
-		if r.Main > rev {
-			return nil
-		}
-		if v == nil {
-			return fmt.Errorf("%w: key bucket revision %d_%d is a bucket", etcdfmt.ErrSchema, r.Main, r.Sub)
-		}
-		db.Touched(len(k) + len(v))
-		if err := fn(r, tomb, k, v); err != nil {
 			return fmt.Errorf("key bucket revision %d_%d: %w", r.Main, r.Sub, err)
 		}
+		id := h.ids.ID(kv.Key)
+		if prev, ok := h.newest[id]; ok && prev.early >= 0 {
+			h.early[prev.early].superseded = true
+		}
+		if r.Main <= h.compactRev {
+			if len(h.early) == math.MaxInt32 {
+				return fmt.Errorf("key bucket: more than %d entries at or below the compact revision", math.MaxInt32)
+			}
+			c := crc32.Update(crc32.Update(0, castagnoli, k), castagnoli, v)
+			h.newest[id] = newest{early: int32(len(h.early)), tomb: tomb}
+			h.early = append(h.early, earlyEntry{crc: c, n: uint32(len(k) + len(v)), tomb: tomb, atCompact: r.Main == h.compactRev})
+			return nil
+		}
+		h.newest[id] = newest{early: -1, tomb: tomb}
 	}
+	h.tail.Write(k)
+	h.tail.Write(v)
+	h.tailLen += int64(len(k) + len(v))
 	return nil
+}
+
+// sum is the server's hash: CRC-32C seeded with the bucket name "key",
+// then the early entries the key index keeps (when any key lives: each
+// key's newest entry, if not a tombstone; a tombstone exactly at the
+// compact revision never), then every later one.
+func (h *hasher) sum() uint32 {
+	crc := crc32.Update(0, castagnoli, etcdfmt.BucketKey)
+	keepAny := false
+	for _, s := range h.newest {
+		if !s.tomb {
+			keepAny = true
+			break
+		}
+	}
+	for _, e := range h.early {
+		if keepAny && (e.tomb || e.superseded) || e.atCompact && e.tomb {
+			continue
+		}
+		crc = crc32Combine(crc, e.crc, int64(e.n))
+	}
+	return crc32Combine(crc, h.tail.Sum32(), h.tailLen)
 }

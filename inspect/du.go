@@ -107,7 +107,7 @@ func DU(ctx context.Context, o *Opened, opts DUOptions) (*DUReport, error) {
 		}
 		return usage[i].Prefix < usage[j].Prefix
 	})
-	rep := &DUReport{Revision: m.current(), CompactRevision: m.compacted(), Total: Usage{Prefix: "total"}, Other: Usage{Prefix: "other"}}
+	rep := &DUReport{Revision: m.Current(), CompactRevision: m.Compacted(), Total: Usage{Prefix: "total"}, Other: Usage{Prefix: "other"}}
 	for i, u := range usage {
 		rep.Total.add(u)
 		if opts.Top > 0 && i >= opts.Top {

@@ -72,7 +72,7 @@ func Get(ctx context.Context, o *Opened, opts GetOptions) (*etcdserverpb.RangeRe
 	}
 	defer lk.db.Close()
 	resp := &etcdserverpb.RangeResponse{
-		Header: &etcdserverpb.ResponseHeader{Revision: lk.meta.current(), RaftTerm: lk.meta.term},
+		Header: &etcdserverpb.ResponseHeader{Revision: lk.meta.Current(), RaftTerm: lk.meta.Term},
 		Count:  int64(len(lk.live)),
 	}
 	if opts.CountOnly {
@@ -143,12 +143,12 @@ func findLive(ctx context.Context, o *Opened, match func(key []byte) bool, rev i
 	}
 	lk.db = db
 	err = etcdfmt.CheckBuckets(db.Buckets)
-	switch current := lk.meta.current(); {
+	switch current := lk.meta.Current(); {
 	case err != nil:
 		err = o.wrap(err)
 	case rev > current:
 		err = ErrFutureRev
-	case rev > 0 && rev < lk.meta.compacted():
+	case rev > 0 && rev < lk.meta.Compacted():
 		err = ErrCompacted
 	}
 	if err != nil {
@@ -226,7 +226,7 @@ func Range(ctx context.Context, o *Opened, opts RangeOptions, fn func(*mvccpb.Ke
 		return 0, err
 	}
 	defer lk.db.Close()
-	return lk.meta.current(), lk.values(ctx, lk.live, fn)
+	return lk.meta.Current(), lk.values(ctx, lk.live, fn)
 }
 
 // sortKVs sorts as etcd's txn.Range does (sort.Sort on the key-ordered

@@ -42,14 +42,14 @@ func History(ctx context.Context, o *Opened, opts HistoryOptions, fn func(curren
 	if err != nil {
 		return 0, err
 	}
-	current := pre.current()
+	current := pre.Current()
 	switch {
-	case opts.FromRev > 0 && opts.FromRev < pre.compacted():
+	case opts.FromRev > 0 && opts.FromRev < pre.Compacted():
 		return current, ErrCompacted
 	case opts.FromRev > current:
 		return current, ErrFutureRev
 	}
-	from, to := max(opts.FromRev, pre.compacted()), opts.ToRev
+	from, to := max(opts.FromRev, pre.Compacted()), opts.ToRev
 	if opts.Stored {
 		from = 0
 	}

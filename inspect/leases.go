@@ -75,5 +75,5 @@ func Leases(ctx context.Context, o *Opened) ([]Lease, int64, error) {
 	for i := range leases {
 		sort.Strings(leases[i].Keys)
 	}
-	return leases, m.current(), nil
+	return leases, m.Current(), nil
 }

@@ -9,48 +9,8 @@ import (
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 )
 
-// dbMeta is what a server starting on a db learns from its meta bucket
-// and the key bucket's last revision.
-type dbMeta struct {
-	finished, scheduled int64 // compaction revisions
-	term                uint64
-	consistentIndex     uint64
-	latest              int64 // main revision of the key bucket's last entry
-}
-
-// compacted is the compaction revision: a scheduled compaction is
-// finished when a server starts.
-func (m dbMeta) compacted() int64 { return max(m.finished, m.scheduled) }
-
-// current is the revision a server started on the db reports: never
-// below the compaction, and 1 for an empty store.
-func (m dbMeta) current() int64 { return max(m.latest, m.compacted(), 1) }
-
-// visit reads one entry of a top-level bucket into m.
-func (m *dbMeta) visit(bucket, k, v []byte) error {
-	var err error
-	switch {
-	case bytes.Equal(bucket, etcdfmt.BucketKey):
-		var r etcdfmt.Revision
-		r, _, err = etcdfmt.ParseRevKey(k)
-		m.latest = r.Main // the key bucket is in revision order
-		return err
-	case !bytes.Equal(bucket, etcdfmt.BucketMeta):
-		return nil
-	case bytes.Equal(k, etcdfmt.MetaFinishedCompactRev):
-		m.finished, err = etcdfmt.ParseCompactRev(v)
-	case bytes.Equal(k, etcdfmt.MetaScheduledCompactRev):
-		m.scheduled, err = etcdfmt.ParseCompactRev(v)
-	case bytes.Equal(k, etcdfmt.MetaTerm):
-		m.term, err = etcdfmt.ParseUint64(v)
-	case bytes.Equal(k, etcdfmt.MetaConsistentIndex):
-		m.consistentIndex, err = etcdfmt.ParseUint64(v)
-	}
-	if err != nil {
-		return fmt.Errorf("%w: meta %s: %w", etcdfmt.ErrSchema, k, err)
-	}
-	return nil
-}
+// dbMeta is the meta bucket's facts and the latest revision.
+type dbMeta = etcdfmt.DBMeta
 
 // visitor adapts a per-bucket visit to the scanner's entries: visit sees
 // every entry of a top-level bucket (not those of nested buckets) with
@@ -70,7 +30,7 @@ func visitor(ctx context.Context, m *dbMeta, visit func(bucket, k, v []byte) err
 				return err
 			}
 		}
-		if err := m.visit(e.Top, e.Key, e.Value); err != nil {
+		if err := m.Visit(e.Top, e.Key, e.Value); err != nil {
 			return err
 		}
 		if visit != nil {
@@ -97,37 +57,8 @@ func scan(ctx context.Context, o *Opened, visit func(bucket, k, v []byte) error)
 
 // peekMeta reads the meta bucket and the key bucket's last revision: a
 // few pages, before a streaming scan that must know the compaction first.
-// The scan that follows still checks the whole file.
 func peekMeta(o *Opened) (dbMeta, error) {
-	f, err := boltpage.Open(o.DB, o.LockTimeout)
-	if err != nil {
-		return dbMeta{}, err // names the file
-	}
-	defer f.Close()
-	var m dbMeta
-	var top []string
-	visit := visitor(context.Background(), &m, nil)
-	_, err = f.Scan(func(e boltpage.Entry) error {
-		if e.Depth == 0 {
-			top = append(top, string(e.Key))
-			switch {
-			case bytes.Equal(e.Key, etcdfmt.BucketMeta):
-			case bytes.Equal(e.Key, etcdfmt.BucketKey):
-				_ = visit(e)
-				return boltpage.LastLeaf
-			default:
-				return boltpage.SkipBucket
-			}
-		}
-		return visit(e)
-	})
-	if err == nil {
-		err = etcdfmt.CheckBuckets(top)
-	}
-	if err != nil {
-		return m, o.wrap(err)
-	}
-	return m, nil
+	return etcdfmt.PeekMeta(o.DB, o.Name, o.LockTimeout)
 }
 
 // wrap names the input in an error, once.

@@ -128,7 +128,7 @@ func WAL(o *Opened, opts WALOptions, fn func(*WALRecord) error) (WALSummary, err
 	if m, err := peekMeta(o); err != nil {
 		s.DBErr = err
 	} else {
-		s.ConsistentIndex = m.consistentIndex
+		s.ConsistentIndex = m.ConsistentIndex
 	}
 	head, err := etcdfmt.ReadWALHead(o.WALDir)
 	if err != nil {
