@@ -54,8 +54,8 @@ fuzz:
 
 # Compares etcdkit with etcdutl on a >1 GB snapshot from a real etcd and
 # writes docs/bench.md.
-bench: etcd-bins build
-	$(GO) run ./tools/bench -cache $(ETCDKIT_CACHE)/bench -etcd-bins $(ETCDKIT_CACHE)/etcd/v3.7 -etcdkit bin/etcdkit -out docs/bench.md
+bench: etcd-bins s3-bins build
+	$(GO) run ./tools/bench -cache $(ETCDKIT_CACHE)/bench -etcd-bins $(ETCDKIT_CACHE)/etcd/v3.7 -etcdkit bin/etcdkit -versitygw $(VERSITYGW) -out docs/bench.md
 
 # The main job: one etcd member on 127.0.0.1:2379 with the scheduler taking
 # a backup at start and every 30 minutes into .run/backups (Ctrl-C stops it).

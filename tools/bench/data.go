@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"filippo.io/age"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -167,14 +168,20 @@ func ensureCompacted(snap string) string {
 // restoring the snapshot, booting etcd 3.7 on it and running etcdkit
 // backup create, and cached.
 func ensureRepo(snap string) string {
-	repo := filepath.Join(*cacheDir, "repo")
-	stamp := filepath.Join(*cacheDir, "repo.done")
+	return ensureRepoAs(snap, "repo", "--compression", "none")
+}
+
+// ensureRepoAs is ensureRepo for a repository named name under the cache,
+// its backup created with the given backup create flags.
+func ensureRepoAs(snap, name string, flags ...string) string {
+	repo := filepath.Join(*cacheDir, name)
+	stamp := filepath.Join(*cacheDir, name+".done")
 	if fi, err := os.Stat(stamp); err == nil {
 		if si, err := os.Stat(snap); err == nil && fi.ModTime().After(si.ModTime()) {
 			return repo
 		}
 	}
-	log.Printf("generating the backup repository for the drill")
+	log.Printf("generating the backup repository %s", name)
 	os.RemoveAll(repo)
 	dataDir := filepath.Join(*cacheDir, "repo.etcd")
 	os.RemoveAll(dataDir)
@@ -184,7 +191,7 @@ func ensureRepo(snap string) string {
 		log.Fatalf("restore: %v\n%s", err, out)
 	}
 	stop, _, url := startEtcd(dataDir)
-	out, err := exec.Command(*etcdkit, "backup", "create", "--repo", repo, "--endpoints", url, "--compression", "none", "--command-timeout", "10m").CombinedOutput()
+	out, err := exec.Command(*etcdkit, append([]string{"backup", "create", "--repo", repo, "--endpoints", url, "--command-timeout", "10m"}, flags...)...).CombinedOutput()
 	stop()
 	if err != nil {
 		log.Fatalf("backup create: %v\n%s", err, out)
@@ -193,4 +200,57 @@ func ensureRepo(snap string) string {
 		log.Fatal(err)
 	}
 	return repo
+}
+
+// ensureAgeKey returns an age identity file and its recipient, made once.
+func ensureAgeKey() (identityFile, recipient string) {
+	identityFile = filepath.Join(*cacheDir, "age.key")
+	b, err := os.ReadFile(identityFile)
+	if err != nil {
+		id, err := age.GenerateX25519Identity()
+		if err != nil {
+			log.Fatal(err)
+		}
+		b = []byte(id.String() + "\n")
+		if err := os.WriteFile(identityFile, b, 0o600); err != nil {
+			log.Fatal(err)
+		}
+	}
+	id, err := age.ParseX25519Identity(strings.TrimSpace(string(b)))
+	if err != nil {
+		log.Fatal(err)
+	}
+	return identityFile, id.Recipient().String()
+}
+
+// startS3 serves dir over S3 with versitygw on loopback (the test suite's
+// server, from the tool cache) with the repository copied into bucket
+// "bench", and returns the repository URL and a stop function. The
+// credentials go into the environment, for the etcdkit processes.
+func startS3(repo, versitygw string) (url string, stop func()) {
+	dir := filepath.Join(*cacheDir, "s3")
+	os.RemoveAll(dir)
+	if err := os.MkdirAll(filepath.Join(dir, "bench"), 0o755); err != nil {
+		log.Fatal(err)
+	}
+	os.Setenv("AWS_ACCESS_KEY_ID", "etcdkit-bench")
+	os.Setenv("AWS_SECRET_ACCESS_KEY", "etcdkit-bench-secret")
+	cmd := exec.Command(versitygw, "--access", "etcdkit-bench", "--secret", "etcdkit-bench-secret", "--port", "127.0.0.1:23900", "posix", dir)
+	if err := cmd.Start(); err != nil {
+		log.Fatalf("versitygw: %v", err)
+	}
+	stop = func() { cmd.Process.Kill(); cmd.Wait(); os.RemoveAll(dir) }
+	url = "s3://bench/repo?endpoint=http://127.0.0.1:23900&region=us-east-1"
+	for i := 0; ; i++ {
+		out, err := exec.Command(*etcdkit, "backup", "copy", "--repo", repo, "--to", url).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if i > 50 {
+			stop()
+			log.Fatalf("backup copy to S3: %v\n%s", err, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return url, stop
 }
