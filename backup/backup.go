@@ -416,12 +416,18 @@ func (r *Repository) Open(ctx context.Context, m Manifest, identities []age.Iden
 		}
 		plain = zr
 	}
-	raw := &checkedReader{r: plain, h: sha256.New(), want: m.RawSHA256, size: m.Size, what: "snapshot of " + m.ID, then: stored.drain}
+	// Download, age and zstd run one core ahead of the raw hash and the
+	// reader (a restore).
+	ra := newReadAhead(plain, 4, 1<<20)
+	raw := &checkedReader{r: ra, h: sha256.New(), want: m.RawSHA256, size: m.Size, what: "snapshot of " + m.ID, then: stored.drain}
 	return &backupReader{raw: raw, close: func() error {
+		ra.Close()
+		err := rc.Close()
+		ra.wait() // its read of zr returned: zr may close
 		if zr != nil {
 			zr.Close()
 		}
-		return rc.Close()
+		return err
 	}, id: m.ID}, nil
 }
 
