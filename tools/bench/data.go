@@ -95,11 +95,17 @@ func saveSnapshot(url, snap, stamp string) {
 // startEtcd runs the etcd 3.7 binary on dataDir on fixed loopback ports and
 // waits until it answers; stop terminates it cleanly.
 func startEtcd(dataDir string) (stop func(), cli *clientv3.Client, url string) {
-	url = "http://127.0.0.1:23790"
+	return startEtcdOn(dataDir, 23790, 23800)
+}
+
+// startEtcdOn is startEtcd on the given client and peer ports.
+func startEtcdOn(dataDir string, clientPort, peerPort int) (stop func(), cli *clientv3.Client, url string) {
+	url = fmt.Sprintf("http://127.0.0.1:%d", clientPort)
+	peer := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
 	cmd := exec.Command(filepath.Join(*etcdBins, "etcd"), "--data-dir", dataDir,
 		"--listen-client-urls", url, "--advertise-client-urls", url,
-		"--listen-peer-urls", "http://127.0.0.1:23800", "--initial-advertise-peer-urls", "http://127.0.0.1:23800",
-		"--initial-cluster", "default=http://127.0.0.1:23800",
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "default="+peer,
 		"--quota-backend-bytes", fmt.Sprint(int64(8)<<30), "--unsafe-no-fsync", "--log-level", "error")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -252,5 +258,24 @@ func startS3(repo, versitygw string) (url string, stop func()) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	return url, stop
+}
+
+// serveSnapshot starts etcd 3.7 on a restore of the snapshot (made once and
+// reused) and returns its client URL.
+func serveSnapshot(snap string) (string, func()) {
+	dataDir := filepath.Join(*cacheDir, "serve.etcd")
+	stamp := dataDir + ".done"
+	if fi, err := os.Stat(stamp); err != nil || func() bool { si, err := os.Stat(snap); return err != nil || si.ModTime().After(fi.ModTime()) }() {
+		os.RemoveAll(dataDir)
+		if out, err := exec.Command(*etcdkit, "snapshot", "restore", snap, "--data-dir", dataDir, "--bump-revision", "0",
+			"--initial-advertise-peer-urls", "http://127.0.0.1:23801", "--initial-cluster", "default=http://127.0.0.1:23801").CombinedOutput(); err != nil {
+			log.Fatalf("restore: %v\n%s", err, out)
+		}
+		if err := os.WriteFile(stamp, nil, 0o644); err != nil {
+			log.Fatal(err)
+		}
+	}
+	stop, _, url := startEtcdOn(dataDir, 23791, 23801)
 	return url, stop
 }

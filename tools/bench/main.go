@@ -292,6 +292,27 @@ kill $W`, etcdctl, benchPrefix, opDir, opDir, historyLines)
 		})
 	}
 
+	// backup create against etcdctl snapshot save, from etcd 3.7 serving the
+	// data (started on first use).
+	var serveURL string
+	createRepo := filepath.Join(*cacheDir, "create-repo")
+	cases = append(cases, benchCase{
+		name: "backup create (zstd; local repository; peer: etcdctl snapshot save)", target: "≤ 1.1x",
+		prepare: func(int) ([]string, []string) {
+			if serveURL == "" {
+				var stop func()
+				serveURL, stop = serveSnapshot(snap)
+				stops = append(stops, stop)
+			}
+			if err := os.MkdirAll(restoreDir, 0o755); err != nil {
+				log.Fatal(err)
+			}
+			return kit("backup", "create", "--repo", createRepo, "--endpoints", serveURL, "--command-timeout", "30m"),
+				[]string{filepath.Join(*etcdBins, "etcdctl"), "--endpoints", serveURL, "--command-timeout", "30m", "snapshot", "save", filepath.Join(restoreDir, "etcdctl.db")}
+		},
+		cleanup: func() { os.RemoveAll(createRepo); cleanRestore() },
+	})
+
 	// The Kubernetes rows read their own data set, made on first use.
 	var k8sSnap string
 	k8s := func() string {
@@ -358,8 +379,9 @@ kill $W`, etcdctl, benchPrefix, opDir, opDir, historyLines)
 			f := floors[len(floors)/2]
 			floor, vsFloor = fmtDur(f), fmt.Sprintf("%.2fx", float64(k.wall)/float64(f))
 		}
+		kitT, utlT := fmtDur(k.wall), fmtDur(u.wall)
 		row := fmt.Sprintf("| %s | %s | %s | %.2fx | %s | %s | %s | %s | %s |", c.name,
-			fmtDur(k.wall), fmtDur(u.wall), float64(k.wall)/float64(u.wall), c.target,
+			kitT, utlT, float64(k.wall)/float64(u.wall), c.target,
 			fmtMiB(k.rss), fmtMiB(u.rss), floor, vsFloor)
 		log.Print(row)
 		rows = append(rows, row)
