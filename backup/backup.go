@@ -203,20 +203,42 @@ func (r *Repository) Create(ctx context.Context, c *cluster.Cluster, opts Create
 	}
 	defer os.RemoveAll(dir)
 	file := filepath.Join(dir, "snapshot.db")
-	sm, err := save.Snapshot(ctx, c, file, save.Options{Progress: opts.Progress})
-	if err != nil {
-		return Manifest{}, err
-	}
 	var rnd [3]byte
 	rand.Read(rnd[:])
-	m := Manifest{ID: sm.Time.Format("20060102T150405Z") + "-" + hex.EncodeToString(rnd[:]), Manifest: sm, Compression: opts.Compression}
+	m := Manifest{ID: time.Now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(rnd[:]), Compression: opts.Compression}
 	if len(opts.Recipients) > 0 {
 		m.Encryption = "age"
 	}
 	m.Object = m.objectName()
-	if err := r.upload(ctx, file, &m, opts.Recipients, opts.Uploaded); err != nil {
+	// The snapshot streams into the upload (zstd, age, the store) as it
+	// arrives; the upload ends while the snapshot's content is checked
+	// (HashKV against the member's); the manifest, written last, needs
+	// both.
+	pr, pw := io.Pipe()
+	putDone := make(chan error, 1)
+	go func() {
+		p, err := r.put(ctx, m.Object, pr, m.Compression, opts.Recipients, opts.Uploaded)
+		m.RawSHA256, m.StoredSHA256, m.StoredSize = p.raw, p.stored, p.storedSize
+		pr.CloseWithError(err)
+		putDone <- err
+	}()
+	uploadErr := func() error {
+		err := <-putDone
+		putDone <- err // for a second look
+		return err
+	}
+	sm, err := save.Snapshot(ctx, c, file, save.Options{Progress: opts.Progress, Tee: pw, Alongside: func(context.Context, string) error {
+		pw.Close() // the whole snapshot went through
+		return uploadErr()
+	}})
+	if err != nil {
+		pw.CloseWithError(err)
+		if uploadErr() == nil {
+			r.Store.Delete(context.WithoutCancel(ctx), m.Object)
+		}
 		return m, err
 	}
+	m.Manifest = sm
 	if err := r.attach(ctx, &m, opts.Attachments, opts.Recipients); err != nil {
 		r.Store.Delete(context.WithoutCancel(ctx), m.Object)
 		return m, err
@@ -227,22 +249,6 @@ func (r *Repository) Create(ctx context.Context, c *cluster.Cluster, opts Create
 		}
 	}
 	return m, r.writeManifest(ctx, m)
-}
-
-// upload streams the snapshot file through zstd and age into the store,
-// hashing the raw and the stored bytes on the way.
-func (r *Repository) upload(ctx context.Context, file string, m *Manifest, recipients []age.Recipient, uploaded func(int64)) error {
-	f, err := os.Open(file)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	p, err := r.put(ctx, m.Object, f, m.Compression, recipients, uploaded)
-	if err != nil {
-		return err
-	}
-	m.RawSHA256, m.StoredSHA256, m.StoredSize = p.raw, p.stored, p.storedSize
-	return nil
 }
 
 // stored is what put wrote: the sha256 of the raw and of the stored bytes.

@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
@@ -70,6 +72,17 @@ type Options struct {
 	// Progress, when set, is called with the bytes received and the
 	// member's db size (an estimate of the total).
 	Progress func(done, total int64)
+	// Tee, when set, also receives every byte of the snapshot as it
+	// arrives (before the trailer is checked): the backup repository
+	// compresses and uploads it meanwhile. Its write error fails the save.
+	Tee io.Writer
+	// Alongside, when set, runs once the file is complete (its trailer
+	// checked, synced) under its temporary name, while its content is
+	// checked (revision, keys, leases, HashKV against the member): the
+	// backup repository uploads it meanwhile. It must only read the file.
+	// Its error fails the save; a failed check cancels its context, and
+	// Snapshot returns only after it returned.
+	Alongside func(ctx context.Context, path string) error
 }
 
 // ErrNoMember reports that no member can serve a snapshot.
@@ -136,6 +149,9 @@ func Snapshot(ctx context.Context, c *cluster.Cluster, path string, opts Options
 	defer rc.Close()
 	tw := etcdfmt.NewTrailerWriter()
 	var w io.Writer = io.MultiWriter(f, tw)
+	if opts.Tee != nil {
+		w = io.MultiWriter(f, tw, opts.Tee)
+	}
 	if opts.Progress != nil {
 		w = &progressWriter{w: w, total: src.DBSize, fn: opts.Progress}
 	}
@@ -154,16 +170,23 @@ func Snapshot(ctx context.Context, c *cluster.Cluster, path string, opts Options
 		return m, err
 	}
 	m.Size, m.SHA256 = n, hex.EncodeToString(sum[:])
-	if m.Revision, m.Keys, m.Leases, err = facts(part); err != nil {
-		return m, fmt.Errorf("snapshot from %s: %w", src.Endpoint, err)
+	var along chan error
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if opts.Alongside != nil {
+		along = make(chan error, 1)
+		go func() { along <- opts.Alongside(actx, part) }()
 	}
-	if beforeCrossCheck != nil {
-		beforeCrossCheck(part)
+	err = checkContent(ctx, c, cli, src.Endpoint, part, &m)
+	if along != nil {
+		if err != nil {
+			cancel()
+		}
+		if aerr := <-along; err == nil {
+			err = aerr
+		}
 	}
-	if m.HashKV, err = crossCheck(ctx, cli, src.Endpoint, part, m.Revision); err != nil {
-		return m, err
-	}
-	if m.ClusterID, err = clusterID(ctx, c); err != nil {
+	if err != nil {
 		return m, err
 	}
 	if err := fsutil.RenameSynced(part, path); err != nil {
@@ -171,6 +194,23 @@ func Snapshot(ctx context.Context, c *cluster.Cluster, path string, opts Options
 	}
 	ok = true
 	return m, writeManifest(path, m)
+}
+
+// checkContent reads the saved file's revision, keys and leases, compares
+// its HashKV with the member's and records the cluster's ID.
+func checkContent(ctx context.Context, c *cluster.Cluster, cli *clientv3.Client, endpoint, part string, m *Manifest) error {
+	var err error
+	if m.Revision, m.Keys, m.Leases, err = facts(part); err != nil {
+		return fmt.Errorf("snapshot from %s: %w", endpoint, err)
+	}
+	if beforeCrossCheck != nil {
+		beforeCrossCheck(part)
+	}
+	if m.HashKV, err = crossCheck(ctx, cli, endpoint, part, m.Revision); err != nil {
+		return err
+	}
+	m.ClusterID, err = clusterID(ctx, c)
+	return err
 }
 
 // writeManifest writes m beside the snapshot at path, atomically.

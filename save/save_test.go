@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,11 +207,49 @@ func TestSaveRefusesForeignSnapshot(t *testing.T) {
 	save.SetBeforeCrossCheck(func(path string) { testetcd.CopyFile(t, foreign, path) })
 	defer save.SetBeforeCrossCheck(nil)
 	dir := t.TempDir()
-	m, err := save.Snapshot(ctx, ca, filepath.Join(dir, "snap.db"), save.Options{})
-	if !errors.Is(err, save.ErrHashKVMismatch) {
-		t.Fatalf("error %v, want ErrHashKVMismatch (manifest %+v)", err, m)
+	// What runs alongside the check (the repository's upload) has
+	// finished, its context cancelled, before the failure is returned.
+	var along atomic.Int32
+	alongside := func(ctx context.Context, path string) error {
+		<-ctx.Done()
+		along.Store(1)
+		return ctx.Err()
+	}
+	m, err := save.Snapshot(ctx, ca, filepath.Join(dir, "snap.db"), save.Options{Alongside: alongside})
+	if !errors.Is(err, save.ErrHashKVMismatch) || along.Load() != 1 {
+		t.Fatalf("error %v, want ErrHashKVMismatch (manifest %+v), alongside done %d", err, m, along.Load())
 	}
 	if e := testetcd.DirNames(t, dir); len(e) != 0 {
+		t.Errorf("left %v", e)
+	}
+}
+
+// TestSaveAlongside: Alongside reads the complete file while the content
+// is checked; its failure fails the save and nothing is kept.
+func TestSaveAlongside(t *testing.T) {
+	ctx := context.Background()
+	m := testetcd.StartSingle(t)
+	if _, err := testetcd.Load(testetcd.Ctx(t, time.Minute), m.Client(t), testetcd.LoadSpec{Keys: 200, Rounds: 1, Seed: 3}); err != nil {
+		t.Fatal(err)
+	}
+	c := testetcd.Must(cluster.Connect(ctx, cluster.Config{Endpoints: []string{m.ClientURL}}))(t)
+	defer c.Close()
+	dir := t.TempDir()
+	var read [32]byte
+	path := filepath.Join(dir, "snap.db")
+	sm, err := save.Snapshot(ctx, c, path, save.Options{Alongside: func(_ context.Context, part string) error {
+		read = testetcd.FileSum(t, part)
+		return nil
+	}})
+	if err != nil || read != testetcd.FileSum(t, path) || sm.Revision == 0 {
+		t.Fatalf("save: %v, alongside read %x, file %x", err, read, testetcd.FileSum(t, path))
+	}
+	dir2 := t.TempDir()
+	boom := errors.New("upload failed")
+	if _, err := save.Snapshot(ctx, c, filepath.Join(dir2, "snap.db"), save.Options{Alongside: func(context.Context, string) error { return boom }}); !errors.Is(err, boom) {
+		t.Fatalf("a failed alongside: %v", err)
+	}
+	if e := testetcd.DirNames(t, dir2); len(e) != 0 {
 		t.Errorf("left %v", e)
 	}
 }
