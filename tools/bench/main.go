@@ -397,34 +397,46 @@ kill $W`, etcdctl, benchPrefix, opDir, opDir, historyLines)
 	writeReport(snap, fi.Size(), rows)
 }
 
-// mergeReport replaces, in the existing report, the rows of the cases a
-// -only run measured (appending new ones), and notes the date.
+// mergeReport replaces, in the existing report's main table, the rows of
+// the cases a -only run measured (appending new ones to that table), and
+// notes the date.
 func mergeReport(rows []string) {
 	b, err := os.ReadFile(*out)
 	if err != nil {
 		log.Fatalf("-only updates an existing %s: %v", *out, err)
 	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	last := len(lines)
-	for i, l := range lines {
-		if strings.HasPrefix(l, "| ") {
-			last = i + 1
+	const note = "Rows rerun with -only on "
+	var lines []string
+	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		if !strings.HasPrefix(l, note) {
+			lines = append(lines, l)
 		}
+	}
+	end := -1 // after the main table's last row
+	for i, l := range lines {
+		if strings.HasPrefix(l, "| command |") {
+			for end = i + 1; end < len(lines) && strings.HasPrefix(lines[end], "|"); end++ {
+			}
+			break
+		}
+	}
+	if end < 0 {
+		log.Fatalf("%s has no results table", *out)
 	}
 	for _, r := range rows {
 		name := strings.SplitN(r, " | ", 2)[0] + " | "
 		replaced := false
-		for i, l := range lines {
-			if strings.HasPrefix(l, name) {
+		for i := 0; i < end; i++ {
+			if strings.HasPrefix(lines[i], name) {
 				lines[i], replaced = r, true
 			}
 		}
 		if !replaced {
-			lines = append(lines[:last], append([]string{r}, lines[last:]...)...)
-			last++
+			lines = append(lines[:end], append([]string{r}, lines[end:]...)...)
+			end++
 		}
 	}
-	lines = append(lines, "", fmt.Sprintf("Rows rerun on %s with -only: %d.", time.Now().UTC().Format("2006-01-02"), len(rows)))
+	lines = append(lines[:end], append([]string{"", note + time.Now().UTC().Format("2006-01-02") + "."}, lines[end:]...)...)
 	if err := os.WriteFile(*out, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 		log.Fatal(err)
 	}
