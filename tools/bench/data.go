@@ -146,7 +146,7 @@ func ensureCompacted(snap string) string {
 	dataDir := filepath.Join(*cacheDir, "compact.etcd")
 	os.RemoveAll(dataDir)
 	defer os.RemoveAll(dataDir)
-	if out, err := exec.Command(*etcdkit, "snapshot", "restore", snap, "--data-dir", dataDir,
+	if out, err := exec.Command(*etcdkit, "snapshot", "restore", snap, "--data-dir", dataDir, "--bump-revision", "0",
 		"--initial-advertise-peer-urls", "http://127.0.0.1:23800", "--initial-cluster", "default=http://127.0.0.1:23800").CombinedOutput(); err != nil {
 		log.Fatalf("restore: %v\n%s", err, out)
 	}
