@@ -229,28 +229,20 @@ func TestKubernetesFixture(t *testing.T) {
 		if !errors.Is(err, kube.ErrIncomplete) || len(rep.Failed) != 1 || !strings.Contains(rep.Failed[0], "gizmos") {
 			t.Fatalf("extract: %v %+v", err, rep)
 		}
-		files := map[string]map[string]any{}
-		err = filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
-			if err != nil || e.IsDir() {
-				return err
-			}
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			var m map[string]any
-			if err := yaml.Unmarshal(b, &m); err != nil {
-				return err
-			}
-			rel, _ := filepath.Rel(dir, p)
-			files[rel] = m
-			if fi, _ := e.Info(); strings.Contains(rel, "/secrets/") != (fi.Mode().Perm() == 0o600) {
-				t.Errorf("%s: mode %v", rel, fi.Mode())
-			}
-			return nil
-		})
+		tree, err := k8stest.ReadTree(dir)
 		if err != nil {
 			t.Fatal(err)
+		}
+		files := map[string]map[string]any{}
+		for rel, f := range tree {
+			var m map[string]any
+			if err := yaml.Unmarshal(f.Data, &m); err != nil {
+				t.Fatalf("%s: %v", rel, err)
+			}
+			files[rel] = m
+			if strings.Contains(rel, "/secrets/") != (f.Mode.Perm() == 0o600) {
+				t.Errorf("%s: mode %v", rel, f.Mode)
+			}
 		}
 		var names []string
 		for n := range files {

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -159,27 +158,19 @@ func TestInspectK8s(t *testing.T) {
 			if code != exitInput || !strings.Contains(errOut, "gizmos/ns-a/g1") || !strings.Contains(errOut, "wrote 12 objects") {
 				t.Fatalf("extract: %d %s", code, errOut)
 			}
+			tree, err := k8stest.ReadTree(dir)
 			var files []string
-			err = filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
-				if err != nil || e.IsDir() {
-					return err
-				}
-				b, err := os.ReadFile(p)
-				if err != nil {
-					return err
-				}
-				rel, _ := filepath.Rel(dir, p)
+			for rel, f := range tree {
 				files = append(files, rel)
 				if strings.Contains(rel, "widgets") {
-					return nil
+					continue
 				}
-				obj := decodeStrict(t, b)
+				obj := decodeStrict(t, f.Data)
 				m, err := meta.Accessor(obj)
 				if err != nil || m.GetResourceVersion() != "" || m.GetUID() != "" || len(m.GetOwnerReferences()) != 0 {
-					t.Errorf("%s keeps server fields: %s", rel, b)
+					t.Errorf("%s keeps server fields: %s", rel, f.Data)
 				}
-				return nil
-			})
+			}
 			sort.Strings(files)
 			if err != nil || len(files) != 12 || files[0] != "_cluster/namespaces/ns-a.yaml" {
 				t.Errorf("files: %v %v", files, err)

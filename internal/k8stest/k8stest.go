@@ -167,3 +167,32 @@ var Keys = map[string][][2]string{
 	"aesgcm":    {{"gcm-key", "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="}},
 	"secretbox": {{"box-key", "c2VjcmV0Ym94LWtleS0zMi1ieXRlcy1sb25nLS0tLS0="}},
 }
+
+// File is one file of a tree ReadTree read.
+type File struct {
+	Data []byte
+	Mode os.FileMode
+}
+
+// ReadTree reads every file under dir, by its path relative to dir (what
+// inspect k8s extract wrote).
+func ReadTree(dir string) (map[string]File, error) {
+	files := map[string]File{}
+	err := filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		files[rel] = File{Data: b, Mode: fi.Mode()}
+		return err
+	})
+	return files, err
+}
