@@ -21,6 +21,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -222,11 +223,7 @@ func (r *Repository) Create(ctx context.Context, c *cluster.Cluster, opts Create
 		pr.CloseWithError(err)
 		putDone <- err
 	}()
-	uploadErr := func() error {
-		err := <-putDone
-		putDone <- err // for a second look
-		return err
-	}
+	uploadErr := sync.OnceValue(func() error { return <-putDone })
 	sm, err := save.Snapshot(ctx, c, file, save.Options{Progress: opts.Progress, Tee: pw, Alongside: func(context.Context, string) error {
 		pw.Close() // the whole snapshot went through
 		return uploadErr()
