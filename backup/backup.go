@@ -388,30 +388,51 @@ func (r *Repository) Find(ctx context.Context, id string) (Manifest, error) {
 // reaches its end: a mismatch is the reader's error instead of io.EOF, so
 // a consumer that commits only at EOF (restore) never commits bad data.
 func (r *Repository) Open(ctx context.Context, m Manifest, identities []age.Identity) (io.ReadCloser, error) {
-	rc, err := r.Store.Get(ctx, m.Object)
+	return r.openObject(ctx, objectRef{
+		object: m.Object, compression: m.Compression, encryption: m.Encryption,
+		storedSize: m.StoredSize, storedSHA256: m.StoredSHA256, size: m.Size, sha256: m.RawSHA256,
+		id: m.ID, what: "snapshot of " + m.ID,
+	}, identities)
+}
+
+// objectRef is what a manifest says of one stored object: how it is
+// stored and what its stored and raw bytes hash to.
+type objectRef struct {
+	object, compression, encryption string
+	storedSize                      int64
+	storedSHA256                    string
+	size                            int64
+	sha256                          string
+	id, what                        string // for messages: the backup (or segment) and the content
+}
+
+// openObject streams the raw content of a stored object, checked as Open
+// describes.
+func (r *Repository) openObject(ctx context.Context, ref objectRef, identities []age.Identity) (io.ReadCloser, error) {
+	rc, err := r.Store.Get(ctx, ref.object)
 	if err != nil {
 		return nil, err
 	}
-	stored := storedReader(rc, m)
+	stored := &checkedReader{r: rc, h: sha256.New(), want: ref.storedSHA256, size: ref.storedSize, what: "stored object " + ref.object}
 	var plain io.Reader = stored
-	if m.Encryption == "age" {
+	if ref.encryption == "age" {
 		if len(identities) == 0 {
 			rc.Close()
-			return nil, fmt.Errorf("%w %s: it is encrypted with age; pass --identity FILE", ErrIdentity, m.ID)
+			return nil, fmt.Errorf("%w %s: it is encrypted with age; pass --identity FILE", ErrIdentity, ref.id)
 		}
 		d, err := age.Decrypt(stored, identities...)
 		if err != nil {
 			rc.Close()
 			var noMatch *age.NoIdentityMatchError
 			if errors.Is(err, age.ErrIncorrectIdentity) || errors.As(err, &noMatch) {
-				return nil, fmt.Errorf("%w %s: none of the identities matches its recipients", ErrIdentity, m.ID)
+				return nil, fmt.Errorf("%w %s: none of the identities matches its recipients", ErrIdentity, ref.id)
 			}
-			return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, m.ID, err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, ref.id, err)
 		}
 		plain = d
 	}
 	var zr *zstd.Decoder
-	if m.Compression == "zstd" {
+	if ref.compression == "zstd" {
 		zr, err = zstd.NewReader(plain, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 		if err != nil {
 			rc.Close()
@@ -422,7 +443,7 @@ func (r *Repository) Open(ctx context.Context, m Manifest, identities []age.Iden
 	// Download, age and zstd run one core ahead of the raw hash and the
 	// reader (a restore).
 	ra := newReadAhead(plain, 4, 1<<20)
-	raw := &checkedReader{r: ra, h: sha256.New(), want: m.RawSHA256, size: m.Size, what: "snapshot of " + m.ID, then: stored.drain}
+	raw := &checkedReader{r: ra, h: sha256.New(), want: ref.sha256, size: ref.size, what: ref.what, then: stored.drain}
 	return &backupReader{raw: raw, close: func() error {
 		ra.Close()
 		err := rc.Close()
@@ -431,7 +452,7 @@ func (r *Repository) Open(ctx context.Context, m Manifest, identities []age.Iden
 			zr.Close()
 		}
 		return err
-	}, id: m.ID}, nil
+	}, id: ref.id}, nil
 }
 
 type backupReader struct {

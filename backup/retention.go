@@ -118,6 +118,9 @@ func Decide(backups []Manifest, p Retention) []Decision {
 type PruneResult struct {
 	Decisions []Decision `json:"decisions"`
 	Leftovers []string   `json:"leftovers"` // traces of interrupted uploads removed
+	// Segments are the log segments (and gap records) removed: those
+	// that extend only backups older than the oldest kept one.
+	Segments []string `json:"segments,omitempty"`
 }
 
 // Prune deletes the backups the policy does not keep and the leftovers of
@@ -153,6 +156,25 @@ func (r *Repository) Prune(ctx context.Context, p Retention, grace time.Duration
 			res.Leftovers = append(res.Leftovers, o.Name)
 		}
 	}
+	logLeft, err := r.segmentLeftovers(ctx, before)
+	if err != nil {
+		return res, err
+	}
+	res.Leftovers = append(res.Leftovers, logLeft...)
+	segs, err := r.Segments(ctx)
+	if err != nil {
+		return res, err
+	}
+	var kept []Manifest
+	for _, d := range res.Decisions {
+		if d.Keep {
+			kept = append(kept, d.Manifest)
+		}
+	}
+	drop := unneededSegments(kept, segs)
+	for _, s := range drop {
+		res.Segments = append(res.Segments, s.Name)
+	}
 	traces, err := r.Store.Leftovers(ctx, before)
 	if err != nil {
 		return res, err
@@ -166,6 +188,11 @@ func (r *Repository) Prune(ctx context.Context, p Retention, grace time.Duration
 			if err := r.remove(ctx, d.Manifest); err != nil {
 				return res, err
 			}
+		}
+	}
+	for _, s := range drop {
+		if err := r.removeSegment(ctx, s); err != nil {
+			return res, err
 		}
 	}
 	for _, o := range res.Leftovers {

@@ -91,6 +91,13 @@ type Config struct {
 	// instead of waiting for revisions the restore rolled back.
 	BumpKubernetes bool
 
+	// Replay, when set, edits the first member's db after the snapshot is
+	// copied and checked and before it is made part of the new cluster
+	// (a point-in-time restore applies the revision log there); the other
+	// members' dbs are copies of the result. The db at path is not open
+	// elsewhere.
+	Replay func(ctx context.Context, path string) error
+
 	// Progress, when set, is called with the bytes of the snapshot read so
 	// far.
 	Progress func(done, total int64)
@@ -395,6 +402,9 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 	for i, t := range targets {
 		files[i] = t.db
 	}
+	if cfg.Replay != nil {
+		files = files[:1] // the others copy the replayed db
+	}
 	phaseHook("copy")
 	var progress func(int64)
 	if cfg.Progress != nil {
@@ -434,6 +444,11 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 		res.SHA256 = hex.EncodeToString(cp.Actual[:])
 	}
 
+	if cfg.Replay != nil {
+		if err := replayInto(ctx, cfg.Replay, targets); err != nil {
+			return res, err
+		}
+	}
 	phaseHook("copied")
 	commit := uint64(len(cl.Members()))
 	for _, t := range targets {
@@ -462,6 +477,29 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 	res.ClusterID = cl.ID().String()
 	succeeded = true
 	return res, nil
+}
+
+// replayInto runs the replay on the first target's db and copies the
+// result into the others'.
+func replayInto(ctx context.Context, replay func(context.Context, string) error, targets []*target) error {
+	first := targets[0].db
+	// bolt would otherwise walk every page to find the free ones.
+	if err := boltpage.StoreEmptyFreelist(first); err != nil {
+		return fmt.Errorf("%s: %w", first.Name(), err)
+	}
+	if err := replay(ctx, first.Name()); err != nil {
+		return err
+	}
+	fi, err := first.Stat()
+	if err != nil {
+		return err
+	}
+	for _, t := range targets[1:] {
+		if _, err := t.db.ReadFrom(io.NewSectionReader(first, 0, fi.Size())); err != nil {
+			return fmt.Errorf("copy the replayed db into %s: %w", t.db.Name(), err)
+		}
+	}
+	return nil
 }
 
 // plan validates the configuration as etcd validates its bootstrap flags

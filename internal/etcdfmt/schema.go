@@ -193,6 +193,11 @@ func ParseLeaseKey(k []byte) (int64, error) {
 	return int64(binary.BigEndian.Uint64(k)), nil
 }
 
+// LeaseKey is the lease bucket's key of a lease.
+func LeaseKey(id int64) []byte {
+	return binary.BigEndian.AppendUint64(nil, uint64(id))
+}
+
 // RequiredBuckets are the buckets every etcd 3.5+ server creates at start.
 var RequiredBuckets = [][]byte{BucketKey, BucketMeta, BucketLease, BucketAlarm, BucketCluster, BucketMembers, BucketMembersRemoved, BucketAuth, BucketAuthUsers, BucketAuthRoles}
 

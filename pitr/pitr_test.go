@@ -1,0 +1,388 @@
+package pitr_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdkit/etcdkit/backup"
+	"github.com/etcdkit/etcdkit/cluster"
+	"github.com/etcdkit/etcdkit/internal/testetcd"
+	"github.com/etcdkit/etcdkit/pitr"
+	"github.com/etcdkit/etcdkit/restore"
+)
+
+// logged is a running cluster, a repository and the loggers writing it.
+type logged struct {
+	cl   *testetcd.Cluster
+	cli  *clientv3.Client
+	c    *cluster.Cluster
+	repo *backup.Repository
+	dir  string
+}
+
+func newLogged(t *testing.T) *logged {
+	t.Helper()
+	cl := testetcd.StartCluster(t, 3)
+	c, err := cluster.Connect(context.Background(), cluster.Config{Endpoints: cl.Endpoints()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	dir := filepath.Join(t.TempDir(), "repo")
+	r, err := backup.Open(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &logged{cl: cl, cli: cl.Client(t), c: c, repo: r, dir: dir}
+}
+
+func (l *logged) fullBackup(ctx context.Context) error {
+	_, err := l.repo.Create(ctx, l.c, backup.CreateOptions{})
+	return err
+}
+
+// startLogger runs a logger on its own client; stop ends it cleanly, kill
+// closes its client under it (the watch fails, what was not cut is lost,
+// as when its process dies).
+func (l *logged) startLogger(t *testing.T, name string) (lg *pitr.Logger, stop func() error, kill func()) {
+	t.Helper()
+	cli := testetcd.NewClient(t, l.cl.Endpoints()...)
+	lg, err := pitr.New(pitr.Config{Repo: l.repo, Client: cli, Interval: 200 * time.Millisecond, SegmentSize: 32 << 10,
+		Idle: time.Second, Writer: name, FullBackup: l.fullBackup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- lg.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	wait := func() error { once.Do(func() { runErr = <-done }); return runErr }
+	t.Cleanup(func() { cancel(); wait() })
+	return lg, func() error { cancel(); return wait() }, func() { cli.Close(); wait(); cancel() }
+}
+
+// workload drives random changes: puts and overwrites, deletes, range
+// deletes, multi-key transactions, keys on leases that expire and on
+// leases revoked. It returns the revision after each step.
+type workload struct {
+	cli    *clientv3.Client
+	rnd    *rand.Rand
+	revs   []int64
+	leases []clientv3.LeaseID
+}
+
+func (w *workload) step(ctx context.Context) error {
+	key := func() string { return fmt.Sprintf("/w/%c/%02d", 'a'+w.rnd.IntN(4), w.rnd.IntN(30)) }
+	var rev int64
+	switch op := w.rnd.IntN(20); {
+	case op < 8:
+		r, err := w.cli.Put(ctx, key(), strings.Repeat("v", w.rnd.IntN(300)))
+		if err != nil {
+			return err
+		}
+		rev = r.Header.Revision
+	case op < 10:
+		r, err := w.cli.Delete(ctx, key())
+		if err != nil {
+			return err
+		}
+		rev = r.Header.Revision
+	case op < 11:
+		r, err := w.cli.Delete(ctx, fmt.Sprintf("/w/%c/1", 'a'+w.rnd.IntN(4)), clientv3.WithPrefix())
+		if err != nil {
+			return err
+		}
+		rev = r.Header.Revision
+	case op < 14:
+		var ops []clientv3.Op
+		for range 2 + w.rnd.IntN(5) {
+			if w.rnd.IntN(3) == 0 {
+				ops = append(ops, clientv3.OpDelete(key()))
+			} else {
+				ops = append(ops, clientv3.OpPut(key(), fmt.Sprint(w.rnd.Int())))
+			}
+		}
+		// A key may appear once per transaction.
+		seen := map[string]bool{}
+		var uniq []clientv3.Op
+		for _, o := range ops {
+			if !seen[string(o.KeyBytes())] {
+				seen[string(o.KeyBytes())] = true
+				uniq = append(uniq, o)
+			}
+		}
+		r, err := w.cli.Txn(ctx).Then(uniq...).Commit()
+		if err != nil {
+			return err
+		}
+		rev = r.Header.Revision
+	case op < 17:
+		ttl := int64(60)
+		if w.rnd.IntN(2) == 0 {
+			ttl = 3 // expires during the run: its keys are deleted
+		}
+		g, err := w.cli.Grant(ctx, ttl)
+		if err != nil {
+			return err
+		}
+		if ttl == 60 {
+			w.leases = append(w.leases, g.ID)
+		}
+		var r *clientv3.PutResponse
+		for i := range 1 + w.rnd.IntN(3) {
+			if r, err = w.cli.Put(ctx, fmt.Sprintf("/lease/%x/%d", g.ID, i), "l", clientv3.WithLease(g.ID)); err != nil {
+				return err
+			}
+		}
+		rev = r.Header.Revision
+	default:
+		if len(w.leases) == 0 {
+			return nil
+		}
+		i := w.rnd.IntN(len(w.leases))
+		id := w.leases[i]
+		w.leases = append(w.leases[:i], w.leases[i+1:]...)
+		if _, err := w.cli.Revoke(ctx, id); err != nil {
+			return err
+		}
+		r, err := w.cli.Get(ctx, "x")
+		if err != nil {
+			return err
+		}
+		rev = r.Header.Revision
+	}
+	w.revs = append(w.revs, rev)
+	return nil
+}
+
+func (w *workload) run(t *testing.T, n int) {
+	t.Helper()
+	ctx := testetcd.Ctx(t, time.Minute)
+	for range n {
+		if err := w.step(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitStored waits until the logger stored rev.
+func waitStored(t *testing.T, lg *pitr.Logger, rev int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for lg.Stats().Stored < rev {
+		if time.Now().After(deadline) {
+			t.Fatalf("the log stored up to %d, want %d", lg.Stats().Stored, rev)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// current is the cluster's revision.
+func (l *logged) current(t *testing.T) int64 {
+	t.Helper()
+	r, err := l.cli.Get(testetcd.Ctx(t, 10*time.Second), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Header.Revision
+}
+
+// TestPointInTimeRestore logs a random workload on a 3-member cluster
+// through a leader change, a logger killed and another taking over, and a
+// second full backup; then restores to revisions across the run, boots
+// etcd on each and compares HashKV, every key and the attached leases with
+// the original cluster at that revision.
+func TestPointInTimeRestore(t *testing.T) {
+	l := newLogged(t)
+	ctx := testetcd.Ctx(t, 5*time.Minute)
+	w := &workload{cli: l.cli, rnd: rand.New(rand.NewPCG(1, 2))}
+	w.run(t, 30)
+	if err := l.fullBackup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first, err := l.repo.Find(ctx, "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lgA, _, killA := l.startLogger(t, "a")
+	w.run(t, 120)
+	// A leader change under the watch.
+	st, err := l.cli.Status(ctx, l.cl.Endpoints()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range l.cl.Members {
+		ms, err := l.cli.Status(ctx, m.ClientURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ms.Header.MemberId != st.Leader {
+			leader := testetcd.NewClient(t, l.leaderURL(t, st.Leader))
+			if _, err := leader.MoveLeader(ctx, ms.Header.MemberId); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	w.run(t, 120)
+	waitStored(t, lgA, w.revs[len(w.revs)-40])
+	killA() // the last segment under way is lost with it
+	w.run(t, 60)
+	lgB, stopB, _ := l.startLogger(t, "b")
+	w.run(t, 100)
+	if err := l.fullBackup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	second, err := l.repo.Find(ctx, "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.run(t, 120)
+	time.Sleep(4 * time.Second) // the short leases expire: their keys are deleted
+	end := l.current(t)
+	waitStored(t, lgB, end)
+	if err := stopB(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Revisions across the run: the first backup's, inside the window
+	// of each logger and of the takeover, either side of the second
+	// backup, the end.
+	revs := []int64{first.Revision, first.Revision + 1, second.Revision, second.Revision + 1, end}
+	for _, i := range []int{60, 170, 280, 330, 420, 500} {
+		revs = append(revs, w.revs[i])
+	}
+	sort.Slice(revs, func(i, j int) bool { return revs[i] < revs[j] })
+	for i, rev := range revs {
+		t.Run(fmt.Sprint(rev), func(t *testing.T) {
+			members := 1
+			if i == len(revs)/2 {
+				members = 3 // the others' dbs are copies of the replayed one
+			}
+			l.checkRestore(t, pitr.Target{Revision: rev}, rev, members)
+		})
+	}
+
+	// By time: the last revision received at or before a moment.
+	plan, err := pitr.Resolve(ctx, l.repo, pitr.Target{Revision: w.revs[300]}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byTime, err := pitr.Resolve(ctx, l.repo, pitr.Target{Time: plan.Time}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if byTime.Revision < w.revs[300] || byTime.Time.After(plan.Time) {
+		t.Fatalf("--to-time %s gave revision %d at %s, want at least %d", plan.Time, byTime.Revision, byTime.Time, w.revs[300])
+	}
+	l.checkRestore(t, pitr.Target{Time: plan.Time}, byTime.Revision, 1)
+
+	// Out of reach: before the first backup, after the end.
+	for _, rev := range []int64{first.Revision - 1, end + 1} {
+		if _, err := pitr.Resolve(ctx, l.repo, pitr.Target{Revision: rev}, nil); !errors.Is(err, pitr.ErrNotCovered) || !strings.Contains(err.Error(), fmt.Sprintf("%d..%d", first.Revision, end)) {
+			t.Fatalf("revision %d: %v, want ErrNotCovered naming %d..%d", rev, err, first.Revision, end)
+		}
+	}
+}
+
+func (l *logged) leaderURL(t *testing.T, id uint64) string {
+	for _, m := range l.cl.Members {
+		s, err := l.cli.Status(testetcd.Ctx(t, 10*time.Second), m.ClientURL)
+		if err == nil && s.Header.MemberId == id {
+			return m.ClientURL
+		}
+	}
+	t.Fatalf("no member %x", id)
+	return ""
+}
+
+// checkRestore restores to the target, boots etcd on the result and
+// compares it with the original cluster at rev.
+func (l *logged) checkRestore(t *testing.T, target pitr.Target, rev int64, members int) {
+	t.Helper()
+	ctx := testetcd.Ctx(t, 2*time.Minute)
+	plan, err := pitr.Resolve(ctx, l.repo, target, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Revision != rev {
+		t.Fatalf("%s resolved to revision %d, want %d", target, plan.Revision, rev)
+	}
+	out := t.TempDir()
+	var names, dirs, peers []string
+	for i := range members {
+		names = append(names, fmt.Sprintf("r%d", i))
+		peers = append(peers, fmt.Sprintf("http://127.0.0.1:%d", testetcd.FreePort(t)))
+		dirs = append(dirs, filepath.Join(out, names[i]+".etcd"))
+	}
+	var ic []string
+	for i := range names {
+		ic = append(ic, names[i]+"="+peers[i])
+	}
+	res, applied, err := pitr.Restore(ctx, l.repo, plan, nil, restore.Config{OutputDir: out, InitialCluster: strings.Join(ic, ","), InitialClusterToken: "pitr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Revision != rev || applied.Revision != rev {
+		t.Fatalf("restored revision %d (replay %d), want %d", res.Revision, applied.Revision, rev)
+	}
+	booted := testetcd.Boot(t, names, dirs, peers, "pitr")
+	rcli := booted.Client(t)
+	// Leases first: short ones start expiring on the restored cluster
+	// (its keys are then deleted, at revisions above rev).
+	all, err := rcli.Get(ctx, "\x00", clientv3.WithFromKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := rcli.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[clientv3.LeaseID]bool{}
+	for _, x := range ls.Leases {
+		have[x.ID] = true
+	}
+	for _, kv := range all.Kvs {
+		if kv.Lease != 0 && !have[clientv3.LeaseID(kv.Lease)] {
+			// Expired between the two reads? Then the key is gone.
+			if r, err := rcli.Get(ctx, string(kv.Key)); err != nil || len(r.Kvs) > 0 {
+				t.Fatalf("key %s holds lease %x, which the restored cluster lacks (%v)", kv.Key, kv.Lease, err)
+			}
+		}
+	}
+	want, err := l.cli.HashKV(ctx, l.cl.Members[0].ClientURL, rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range booted.Members {
+		got, err := rcli.HashKV(ctx, m.ClientURL, rev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Hash != want.Hash || got.CompactRevision != want.CompactRevision {
+			t.Fatalf("member %s: HashKV at %d = %d (compacted %d), the original's %d (compacted %d)", m.Name, rev, got.Hash, got.CompactRevision, want.Hash, want.CompactRevision)
+		}
+	}
+	orig := testetcd.ReadState(t, l.cli, rev)
+	got := testetcd.ReadState(t, rcli, rev)
+	if orig.KV != got.KV {
+		t.Fatalf("keys at %d differ from the original's: %s", rev, orig.Diff(got))
+	}
+	t.Logf("revision %d: %d segments, %d events replayed, %d leases added", rev, applied.Segments, applied.Events, applied.Leases)
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(m.Run())
+}
