@@ -94,10 +94,10 @@ func (s Stats) LagSeconds(now time.Time) float64 {
 
 // Logger writes the revision log.
 type Logger struct {
-	cfg  Config
-	log  *slog.Logger
-	mu   sync.Mutex
-	st   Stats
+	cfg Config
+	log *slog.Logger
+	mu  sync.Mutex
+	st  Stats
 	// pending are the first receive times of the segments cut and not
 	// yet stored, oldest first; filling that of the segment under way.
 	pending []time.Time
@@ -145,7 +145,9 @@ type gapError struct {
 	reason string
 }
 
-func (e *gapError) Error() string { return fmt.Sprintf("log gap from revision %d: %s", e.from, e.reason) }
+func (e *gapError) Error() string {
+	return fmt.Sprintf("log gap from revision %d: %s", e.from, e.reason)
+}
 
 // Run logs until ctx ends (then the segment under way is stored, and nil
 // returned) or the log fails (the watch or the store; the caller retries:

@@ -83,9 +83,9 @@ var marshal = proto.MarshalOptions{}
 // Record is one decoded record.
 type Record struct {
 	Kind    byte
-	Time    time.Time    // kindTime
-	LeaseID int64        // kindLease
-	TTL     int64        // kindLease: the granted TTL in seconds; 0 unknown
+	Time    time.Time     // kindTime
+	LeaseID int64         // kindLease
+	TTL     int64         // kindLease: the granted TTL in seconds; 0 unknown
 	Event   *mvccpb.Event // kindEvent; reused by the next record
 }
 

@@ -239,9 +239,9 @@ func replay(ctx context.Context, repo *backup.Repository, p Plan, ids []age.Iden
 	a.Revision = latest
 	w := &batchWriter{db: db}
 	defer w.rollback()
-	ttls := map[int64]int64{}    // lease ID → granted TTL, from the log's lease records
+	ttls := map[int64]int64{}      // lease ID → granted TTL, from the log's lease records
 	attached := map[string]int64{} // key → lease, for every key the log touched
-	var sub int64 // the next change's index in its revision
+	var sub int64                  // the next change's index in its revision
 	var key, val []byte
 	for _, s := range p.Window.Segments {
 		if a.Revision >= p.Revision {
