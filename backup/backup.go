@@ -63,6 +63,17 @@ type Manifest struct {
 	VerifiedAt   *time.Time `json:"verifiedAt,omitempty"`
 	// Attachments are files a restore also needs, stored with the backup.
 	Attachments []Attachment `json:"attachments,omitempty"`
+	// Consolidated says the backup was built offline from an earlier
+	// one and the revision log (etcdkit backup consolidate).
+	Consolidated *Consolidation `json:"consolidated,omitempty"`
+}
+
+// Consolidation is where a consolidated backup comes from.
+type Consolidation struct {
+	From         string `json:"from"` // the full backup's ID
+	FromRevision int64  `json:"fromRevision"`
+	Segments     int    `json:"segments"`
+	Events       int64  `json:"events"`
 }
 
 func (m Manifest) dir() string { return prefix + m.ID + "/" }
@@ -244,6 +255,43 @@ func (r *Repository) Create(ctx context.Context, c *cluster.Cluster, opts Create
 		if err := r.verifyStored(ctx, &m); err != nil {
 			return m, err
 		}
+	}
+	return m, r.writeManifest(ctx, m)
+}
+
+// StoreFile stores a snapshot file made offline (a consolidation) as a
+// backup: sm describes it (revision, time, size, sha256), from says what
+// it was built from. The stored object is re-read and checked, and the
+// manifest written last, as Create does.
+func (r *Repository) StoreFile(ctx context.Context, path string, sm save.Manifest, from *Consolidation, opts CreateOptions) (Manifest, error) {
+	if opts.Compression == "" {
+		opts.Compression = "zstd"
+	}
+	if err := CheckCompression(opts.Compression); err != nil {
+		return Manifest{}, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer f.Close()
+	m := Manifest{ID: sm.Time.UTC().Format("20060102T150405Z") + "-" + nonce()[:6], Compression: opts.Compression, Manifest: sm, Consolidated: from}
+	if len(opts.Recipients) > 0 {
+		m.Encryption = "age"
+	}
+	m.Object = m.objectName()
+	p, err := r.put(ctx, m.Object, f, m.Compression, opts.Recipients, opts.Uploaded)
+	if err != nil {
+		return m, err
+	}
+	m.RawSHA256, m.StoredSHA256, m.StoredSize = p.raw, p.stored, p.storedSize
+	if p.rawSize != sm.Size {
+		r.Store.Delete(context.WithoutCancel(ctx), m.Object)
+		return m, fmt.Errorf("%s: %d bytes stored, the snapshot has %d", path, p.rawSize, sm.Size)
+	}
+	if err := r.verifyStored(ctx, &m); err != nil {
+		r.Store.Delete(context.WithoutCancel(ctx), m.Object)
+		return m, err
 	}
 	return m, r.writeManifest(ctx, m)
 }

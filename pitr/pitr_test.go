@@ -31,9 +31,9 @@ type logged struct {
 	dir  string
 }
 
-func newLogged(t *testing.T) *logged {
+func newLogged(t *testing.T, members int) *logged {
 	t.Helper()
-	cl := testetcd.StartCluster(t, 3)
+	cl := testetcd.StartCluster(t, members)
 	c, err := cluster.Connect(context.Background(), cluster.Config{Endpoints: cl.Endpoints()})
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +48,7 @@ func newLogged(t *testing.T) *logged {
 }
 
 func (l *logged) fullBackup(ctx context.Context) error {
-	_, err := l.repo.Create(ctx, l.c, backup.CreateOptions{})
+	_, err := l.repo.Create(ctx, l.c, backup.CreateOptions{Verify: true})
 	return err
 }
 
@@ -205,7 +205,7 @@ func (l *logged) current(t *testing.T) int64 {
 // etcd on each and compares HashKV, every key and the attached leases with
 // the original cluster at that revision.
 func TestPointInTimeRestore(t *testing.T) {
-	l := newLogged(t)
+	l := newLogged(t, 3)
 	ctx := testetcd.Ctx(t, 5*time.Minute)
 	w := &workload{cli: l.cli, rnd: rand.New(rand.NewPCG(1, 2))}
 	w.run(t, 30)
@@ -279,6 +279,9 @@ func TestPointInTimeRestore(t *testing.T) {
 	plan, err := pitr.Resolve(ctx, l.repo, pitr.Target{Revision: w.revs[300]}, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if err := plan.FillTime(ctx, l.repo, nil); err != nil || plan.Time.IsZero() {
+		t.Fatalf("the receive time of revision %d: %v", w.revs[300], err)
 	}
 	byTime, err := pitr.Resolve(ctx, l.repo, pitr.Target{Time: plan.Time}, nil)
 	if err != nil {
@@ -381,6 +384,149 @@ func (l *logged) checkRestore(t *testing.T, target pitr.Target, rev int64, membe
 		t.Fatalf("keys at %d differ from the original's: %s", rev, orig.Diff(got))
 	}
 	t.Logf("revision %d: %d segments, %d events replayed, %d leases added", rev, applied.Segments, applied.Events, applied.Leases)
+}
+
+// TestConsolidateGapsDamage: a consolidated backup restores as the log
+// does and becomes the start of later restores; a compacted watch is
+// recorded as a gap and refused across; a damaged or missing segment is
+// refused; prune keeps what the kept backups' windows need.
+func TestConsolidateGapsDamage(t *testing.T) {
+	l := newLogged(t, 1)
+	ctx := testetcd.Ctx(t, 5*time.Minute)
+	w := &workload{cli: l.cli, rnd: rand.New(rand.NewPCG(3, 4))}
+	w.run(t, 20)
+	lgA, stopA, _ := l.startLogger(t, "a") // takes the first full backup
+	w.run(t, 150)
+	waitStored(t, lgA, l.current(t))
+	if err := stopA(); err != nil {
+		t.Fatal(err)
+	}
+	mid := w.revs[100]
+	plan, err := pitr.Resolve(ctx, l.repo, pitr.Target{Revision: mid}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, applied, err := pitr.Consolidate(ctx, l.repo, plan, nil, backup.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cons.Revision != mid || cons.Consolidated == nil || cons.Consolidated.From != plan.Base().ID || applied.Events == 0 || !cons.Verified {
+		t.Fatalf("consolidated backup %+v (applied %+v), want revision %d from %s", cons, applied, mid, plan.Base().ID)
+	}
+	want, err := l.cli.HashKV(ctx, l.cl.Members[0].ClientURL, mid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cons.HashKV.Hash != want.Hash {
+		t.Fatalf("consolidated HashKV %d, the cluster's at %d: %d", cons.HashKV.Hash, mid, want.Hash)
+	}
+	after, err := pitr.Resolve(ctx, l.repo, pitr.Target{Revision: w.revs[120]}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Base().ID != cons.ID {
+		t.Fatalf("a restore past the consolidation starts from %s, want %s", after.Base().ID, cons.ID)
+	}
+	l.checkRestore(t, pitr.Target{Revision: w.revs[120]}, w.revs[120], 1)
+	l.checkRestore(t, pitr.Target{Revision: mid}, mid, 1)
+
+	// A compaction while no log runs: the next log finds its start
+	// compacted, records the gap, takes a full backup and goes on.
+	stored := lgA.Stats().Stored
+	w.run(t, 40)
+	if _, err := l.cli.Compact(ctx, l.current(t)); err != nil {
+		t.Fatal(err)
+	}
+	lgB, stopB, _ := l.startLogger(t, "b")
+	deadline := time.Now().Add(time.Minute)
+	for lgB.Stats().Gaps == 0 || lgB.Stats().Stored < l.current(t) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no gap recorded: %+v", lgB.Stats())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	w.run(t, 40)
+	end := l.current(t)
+	waitStored(t, lgB, end)
+	if err := stopB(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pitr.Resolve(ctx, l.repo, pitr.Target{Revision: stored + 5}, nil); !errors.Is(err, pitr.ErrNotCovered) || !strings.Contains(err.Error(), "compacted") {
+		t.Fatalf("a revision in the gap: %v, want ErrNotCovered naming the compaction", err)
+	}
+	l.checkRestore(t, pitr.Target{Revision: end}, end, 1)
+
+	// A damaged segment: the restore fails and leaves nothing.
+	segs, err := l.repo.Segments(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := segs[len(segs)-1]
+	obj := filepath.Join(l.dir, last.Object)
+	orig, err := os.ReadFile(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testetcd.FlipByte(t, obj, int64(len(orig)/2))
+	plan, err = pitr.Resolve(ctx, l.repo, pitr.Target{Revision: end}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	if _, _, err := pitr.Restore(ctx, l.repo, plan, nil, restore.Config{OutputDir: out, InitialCluster: "r=http://127.0.0.1:2380"}); !errors.Is(err, backup.ErrCorrupt) {
+		t.Fatalf("restore over a damaged segment: %v (%#v), want ErrCorrupt", err, err)
+	}
+	if names := testetcd.DirNames(t, out); len(names) != 0 {
+		t.Fatalf("a failed restore left %v", names)
+	}
+	testetcd.WriteFile(t, obj, orig)
+
+	// A missing segment: revisions past it are out of reach.
+	var inside backup.Segment
+	for _, s := range segs {
+		if !s.Gap && s.First > stored && s.Last <= end && s.Last >= s.First {
+			inside = s
+			break
+		}
+	}
+	if inside.Name == "" {
+		t.Fatal("no segment inside the last window")
+	}
+	if err := os.Remove(filepath.Join(l.dir, inside.Name, "manifest.json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pitr.Resolve(ctx, l.repo, pitr.Target{Revision: end}, nil); !errors.Is(err, pitr.ErrNotCovered) {
+		t.Fatalf("past a missing segment: %v, want ErrNotCovered", err)
+	}
+	if _, err := pitr.Resolve(ctx, l.repo, pitr.Target{Revision: inside.First - 1}, nil); err != nil {
+		t.Fatalf("before the missing segment: %v", err)
+	}
+
+	// Prune keeping the newest backup drops the segments only older
+	// backups needed, and nothing the newest one's window needs.
+	res, err := l.repo.Prune(ctx, backup.Retention{KeepLast: 1}, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Segments) == 0 {
+		t.Fatal("prune removed no segment")
+	}
+	left, err := l.repo.Segments(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest, err := l.repo.Find(ctx, "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range left {
+		if s.Last < newest.Revision {
+			t.Fatalf("prune kept segment %s, below the only kept backup (revision %d)", s.Name, newest.Revision)
+		}
+	}
+	if _, err := pitr.Resolve(ctx, l.repo, pitr.Target{Revision: inside.First - 1}, nil); err != nil {
+		t.Fatalf("after prune: %v", err)
+	}
 }
 
 func TestMain(m *testing.M) {

@@ -34,7 +34,7 @@ type Plan struct {
 	Window   backup.Window
 	Revision int64
 	// Time is the receive time of Revision's events (the backup's time
-	// when Revision is the backup's).
+	// when Revision is the backup's); zero when resolved by revision.
 	Time time.Time
 }
 
@@ -85,9 +85,8 @@ func Resolve(ctx context.Context, repo *backup.Repository, target Target, identi
 		if w, err = backup.ForRevision(windows, segs, target.Revision); err != nil {
 			return Plan{}, err
 		}
-		p := trimPlan(Plan{Window: w, Revision: target.Revision})
-		p.Time, err = revisionTime(ctx, repo, p, identities)
-		return p, err
+		// Time stays zero: only a consolidation needs it (revisionTime).
+		return trimPlan(Plan{Window: w, Revision: target.Revision}), nil
 	default:
 		if w, err = backup.ForTime(windows, segs, target.Time); err != nil {
 			return Plan{}, err
@@ -137,6 +136,17 @@ func lastAtOrBefore(ctx context.Context, repo *backup.Repository, w backup.Windo
 		break
 	}
 	return trimPlan(p), nil
+}
+
+// FillTime sets Time of a plan resolved by revision: the receive time of
+// its revision's events (read from the last segment).
+func (p *Plan) FillTime(ctx context.Context, repo *backup.Repository, ids []age.Identity) error {
+	if !p.Time.IsZero() {
+		return nil
+	}
+	var err error
+	p.Time, err = revisionTime(ctx, repo, *p, ids)
+	return err
 }
 
 // revisionTime is the receive time of a revision's events.

@@ -77,11 +77,11 @@ func crossCheck(ctx context.Context, cli *clientv3.Client, endpoint, path string
 	return h, nil
 }
 
-// facts reads, in the scanner's checked pass over the snapshot, its
+// Facts reads, in the scanner's checked pass over the snapshot, its
 // revision (of the key bucket's last entry: the snapshot's own, which a
 // separate read of the cluster would race with writes), its live keys and
 // its leases, for a drill to compare with the member booted on a restore.
-func facts(path string) (rev, keys, leases int64, err error) {
+func Facts(path string) (rev, keys, leases int64, err error) {
 	ids := etcdfmt.NewKeyHasher()
 	live := map[etcdfmt.KeyID]bool{}
 	top, err := boltpage.Check(path, time.Second, nil, func(e boltpage.Entry) error {

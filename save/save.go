@@ -200,7 +200,7 @@ func Snapshot(ctx context.Context, c *cluster.Cluster, path string, opts Options
 // its HashKV with the member's and records the cluster's ID.
 func checkContent(ctx context.Context, c *cluster.Cluster, cli *clientv3.Client, endpoint, part string, m *Manifest) error {
 	var err error
-	if m.Revision, m.Keys, m.Leases, err = facts(part); err != nil {
+	if m.Revision, m.Keys, m.Leases, err = Facts(part); err != nil {
 		return fmt.Errorf("snapshot from %s: %w", endpoint, err)
 	}
 	if beforeCrossCheck != nil {
