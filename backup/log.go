@@ -126,6 +126,9 @@ func ParseSegment(name string, r io.Reader) (Segment, error) {
 type SegmentOptions struct {
 	Compression string          // zstd (default) or none
 	Recipients  []age.Recipient // encrypt to these when set
+	// Uploaded, when set, is called with the segment being stored and
+	// its stored bytes sent so far.
+	Uploaded func(s Segment, n int64)
 }
 
 // PutSegment stores a segment: its data (the raw log records) first, its
@@ -145,7 +148,11 @@ func (r *Repository) PutSegment(ctx context.Context, seg Segment, data io.Reader
 		seg.Encryption = "age"
 	}
 	seg.Object = seg.objectName()
-	p, err := r.put(ctx, seg.Object, data, seg.Compression, opts.Recipients, nil)
+	var uploaded func(int64)
+	if opts.Uploaded != nil {
+		uploaded = func(n int64) { opts.Uploaded(seg, n) }
+	}
+	p, err := r.put(ctx, seg.Object, data, seg.Compression, opts.Recipients, uploaded)
 	if err != nil {
 		return seg, err
 	}

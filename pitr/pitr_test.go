@@ -2,8 +2,10 @@ package pitr_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -529,6 +531,148 @@ func TestConsolidateGapsDamage(t *testing.T) {
 	}
 }
 
+const childEnv = "ETCDKIT_TEST_PITR_CHILD"
+
 func TestMain(m *testing.M) {
+	testetcd.RunChild(childEnv, runChild)
 	os.Exit(m.Run())
+}
+
+type childSpec struct {
+	Endpoints      []string
+	Repo           string
+	Access, Secret string
+	PauseIn        int // pause in the upload of this segment (1-based), halfway
+}
+
+// runChild runs a logger that pauses halfway through one segment's
+// upload and says so on stdout: the parent kills it there.
+func runChild(spec string) int {
+	var cs childSpec
+	if err := json.Unmarshal([]byte(spec), &cs); err != nil {
+		return 2
+	}
+	os.Setenv("AWS_ACCESS_KEY_ID", cs.Access)
+	os.Setenv("AWS_SECRET_ACCESS_KEY", cs.Secret)
+	ctx := context.Background()
+	r, err := backup.Open(ctx, cs.Repo)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cs.Endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	uploads, last := 0, ""
+	lg, err := pitr.New(pitr.Config{Repo: r, Client: cli, Interval: 100 * time.Millisecond, SegmentSize: 64 << 10,
+		Store: backup.SegmentOptions{Compression: "none", Uploaded: func(s backup.Segment, n int64) {
+			if s.Name != last {
+				uploads, last = uploads+1, s.Name
+			}
+			if uploads == cs.PauseIn && n > 4<<10 {
+				fmt.Println("paused " + s.Name)
+				time.Sleep(time.Hour)
+			}
+		}},
+		FullBackup: func(context.Context) error { return errors.New("the parent takes the full backups") }})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := lg.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// TestKilledDuringUpload kills the logger (kill -9) halfway through a
+// segment's upload, into a local and an S3 repository: nothing of that
+// segment is listed, every listed segment reads back whole, and a new
+// logger goes on with no gap, to a restore whose HashKV matches.
+func TestKilledDuringUpload(t *testing.T) {
+	s3 := testetcd.StartS3(t, "logs")
+	for _, tc := range []struct{ name, repo string }{{"local", ""}, {"s3", s3.URL("logs", "pitr")}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLogged(t, 1)
+			if tc.repo != "" {
+				r, err := backup.Open(context.Background(), tc.repo)
+				if err != nil {
+					t.Fatal(err)
+				}
+				l.repo = r
+			}
+			ctx := testetcd.Ctx(t, 3*time.Minute)
+			w := &workload{cli: l.cli, rnd: rand.New(rand.NewPCG(5, 6))}
+			w.run(t, 20)
+			if err := l.fullBackup(ctx); err != nil {
+				t.Fatal(err)
+			}
+			repoURL := tc.repo
+			if repoURL == "" {
+				repoURL = l.dir
+			}
+			cmd, out, stderr := testetcd.StartChild(t, childEnv, childSpec{Endpoints: l.cl.Endpoints(), Repo: repoURL, Access: s3.Access, Secret: s3.Secret, PauseIn: 3})
+			// Big values: segments fill and upload while the writes go on.
+			paused := make(chan error, 1)
+			var pausedIn string
+			go func() {
+				b := make([]byte, 200)
+				n, err := out.Read(b)
+				if err == nil && !strings.HasPrefix(string(b[:n]), "paused ") {
+					err = fmt.Errorf("child said %q", b[:n])
+				}
+				pausedIn = strings.TrimSpace(strings.TrimPrefix(string(b[:n]), "paused "))
+				paused <- err
+			}()
+			for done := false; !done; {
+				if _, err := l.cli.Put(ctx, fmt.Sprintf("/big/%d", w.rnd.IntN(50)), strings.Repeat("b", 4<<10)); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case err := <-paused:
+					if err != nil {
+						t.Fatalf("%v (stderr: %s)", err, stderr)
+					}
+					done = true
+				default:
+				}
+			}
+			cmd.Process.Kill()
+			cmd.Wait()
+			segs, err := l.repo.Segments(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(segs) != 2 {
+				t.Fatalf("%d segments listed after the kill in the third upload, want the 2 complete ones", len(segs))
+			}
+			for _, s := range segs {
+				if s.Name == pausedIn {
+					t.Fatalf("segment %s is listed, though its upload was killed", s.Name)
+				}
+				rc, err := l.repo.OpenSegment(ctx, s, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.Copy(io.Discard, rc); err != nil {
+					t.Fatalf("segment %s: %v", s.Name, err)
+				}
+				rc.Close()
+			}
+			w.run(t, 30)
+			lg, stop, _ := l.startLogger(t, "after")
+			end := l.current(t)
+			waitStored(t, lg, end)
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			if lg.Stats().Gaps != 0 {
+				t.Fatalf("the new logger recorded a gap: %+v", lg.Stats())
+			}
+			l.checkRestore(t, pitr.Target{Revision: end}, end, 1)
+		})
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/etcdkit/etcdkit/backup"
+	"github.com/etcdkit/etcdkit/pitr"
 )
 
 // metrics are the scheduler's Prometheus metrics, all prefixed etcdkit_.
@@ -66,6 +67,32 @@ func newMetrics(s *Scheduler) *metrics {
 	age := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "etcdkit_backup_newest_age_seconds", Help: "Age of the newest backup (0 before the first)."}, func() float64 {
 		return m.newestAge()
 	})
+	logStat := func(f func(pitr.Stats) float64) func() float64 {
+		return func() float64 {
+			if lg := s.revlog.Load(); lg != nil {
+				return f(lg.Stats())
+			}
+			return 0
+		}
+	}
+	m.collectors = append(m.collectors,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "etcdkit_revision_log_lag_revisions", Help: "Revisions the cluster is ahead of the stored revision log."},
+			logStat(func(st pitr.Stats) float64 { return float64(st.LagRevisions()) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "etcdkit_revision_log_lag_seconds", Help: "How long the oldest event not yet stored in the repository has waited (what a crash now would lose)."},
+			logStat(func(st pitr.Stats) float64 { return st.LagSeconds(time.Now()) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "etcdkit_revision_log_stored_revision", Help: "The last revision the revision log stored."},
+			logStat(func(st pitr.Stats) float64 { return float64(st.Stored) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "etcdkit_revision_log_stored_timestamp_seconds", Help: "Unix time up to which the stored log reaches."},
+			logStat(func(st pitr.Stats) float64 { return float64(st.StoredTime.Unix()) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "etcdkit_revision_log_segments_total", Help: "Log segments stored by this instance."},
+			logStat(func(st pitr.Stats) float64 { return float64(st.Segments) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "etcdkit_revision_log_bytes_total", Help: "Stored bytes of the log segments written by this instance."},
+			logStat(func(st pitr.Stats) float64 { return float64(st.Bytes) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "etcdkit_revision_log_events_total", Help: "Events stored in the log by this instance."},
+			logStat(func(st pitr.Stats) float64 { return float64(st.Events) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "etcdkit_revision_log_gaps_total", Help: "Gaps the log recorded (a compacted watch, or uploads that fell behind); each is followed by a full backup."},
+			logStat(func(st pitr.Stats) float64 { return float64(st.Gaps) })),
+	)
 	m.collectors = append(m.collectors, m.runs, m.failures, m.duration, m.lastSuccess, m.active, m.backupRev, m.backupSize, m.backupTime, m.dbSize, m.dbInUse, m.dbQuota, m.interval, m.alarms, age)
 	m.reg.MustRegister(m.collectors...)
 	return m

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/etcdkit/etcdkit/backup"
 	"github.com/etcdkit/etcdkit/compact"
 	"github.com/etcdkit/etcdkit/drill"
+	"github.com/etcdkit/etcdkit/pitr"
 	"github.com/etcdkit/etcdkit/rollingdefrag"
 )
 
@@ -45,6 +47,14 @@ func (s *Scheduler) compactJob(ctx context.Context) error {
 	if s.repo != nil {
 		if newest, err := s.repo.Find(ctx, "latest"); err == nil {
 			p.BackupRevision, p.ClampToBackup = newest.Revision, true
+		}
+	}
+	if lg := s.revlog.Load(); lg != nil {
+		// Never past where the log goes on: a log that restarts must
+		// find its next revision in the cluster's history.
+		st := lg.Stats()
+		if !p.ClampToBackup || st.Stored+1 < p.BackupRevision {
+			p.BackupRevision, p.ClampToBackup = st.Stored+1, true
 		}
 	}
 	res, err := compact.Compact(ctx, s.cl, p)
@@ -140,4 +150,54 @@ func (s *Scheduler) watch(stop <-chan struct{}) {
 		case <-tick.C:
 		}
 	}
+}
+
+// logLoop runs the revision log until stop, restarting it after a failure
+// (it resumes after the last stored segment).
+func (s *Scheduler) logLoop(stop <-chan struct{}) {
+	lg := s.revlog.Load()
+	if lg == nil {
+		var err error
+		lg, err = pitr.New(pitr.Config{Repo: s.repo, Client: s.cl.Client, Interval: s.cfg.LogInterval, SegmentSize: s.cfg.LogSegmentSize,
+			Store: backup.SegmentOptions{Compression: s.cfg.Compression, Recipients: s.cfg.Recipients}, Writer: s.cfg.Name,
+			FullBackup: s.fullBackupForLog, Logger: s.log})
+		if err != nil {
+			s.log.Error("revision log: cannot start", "err", err.Error())
+			return
+		}
+		s.revlog.Store(lg)
+	}
+	ctx, cancel := context.WithCancel(s.jobCtx)
+	defer cancel()
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for ctx.Err() == nil {
+		if err := lg.Run(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("revision log failed; restarting it", "err", err.Error())
+			s.metrics.failures.WithLabelValues("revision-log").Inc()
+			sleep(ctx, 5*time.Second)
+		}
+	}
+}
+
+// fullBackupForLog takes a backup as the backup job does (never beside
+// another job) for the log to start or go on from.
+func (s *Scheduler) fullBackupForLog(ctx context.Context) error {
+	s.runJob("backup", s.backupJob)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.runs) - 1; i >= 0; i-- {
+		if r := s.runs[i]; r.Job == "backup" {
+			if r.Result != "success" {
+				return fmt.Errorf("backup %s: %s", r.Result, r.Error)
+			}
+			return nil
+		}
+	}
+	return errors.New("the backup did not run (this instance is no longer active)")
 }

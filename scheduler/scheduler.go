@@ -26,6 +26,7 @@ import (
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/compact"
 	"github.com/etcdkit/etcdkit/internal/logging"
+	"github.com/etcdkit/etcdkit/pitr"
 	"github.com/etcdkit/etcdkit/rollingdefrag"
 )
 
@@ -42,6 +43,13 @@ type Config struct {
 	// Attachments are stored with every backup (backup.CreateOptions).
 	Attachments               []string
 	AllowPlaintextAttachments bool
+
+	// RevisionLog runs the point-in-time log (package pitr) while this
+	// instance is active: every revision from the newest full backup on,
+	// in segments cut every LogInterval or LogSegmentSize.
+	RevisionLog    bool
+	LogInterval    time.Duration
+	LogSegmentSize int64
 
 	CompactSchedule string
 	CompactPolicy   compact.Policy // KeepRevisions or KeepDuration
@@ -133,6 +141,8 @@ type Status struct {
 	Active  bool   `json:"active"`
 	Running string `json:"running,omitempty"`
 	Runs    []Run  `json:"runs"`
+	// RevisionLog is the point-in-time log's state, when it runs.
+	RevisionLog *pitr.Stats `json:"revisionLog,omitempty"`
 }
 
 // ErrConfig: a bad schedule or an incomplete job configuration.
@@ -147,6 +157,9 @@ type Scheduler struct {
 
 	cl   *cluster.Cluster
 	repo *backup.Repository
+	// revlog is the point-in-time log, made at the first election won
+	// (it needs the client); its counters span every term.
+	revlog atomic.Pointer[pitr.Logger]
 
 	defragRule *rollingdefrag.Rule // parsed once, in New
 
@@ -180,8 +193,11 @@ func New(cfg Config) (*Scheduler, error) {
 		next := sched.Next(time.Now())
 		intervals[name] = sched.Next(next).Sub(next).Seconds()
 	}
-	if (cfg.BackupSchedule != "" || cfg.BackupAtStart || cfg.DrillSchedule != "") && cfg.Repo == "" {
-		return nil, fmt.Errorf("%w: backups and drills need --repo", ErrConfig)
+	if (cfg.BackupSchedule != "" || cfg.BackupAtStart || cfg.DrillSchedule != "" || cfg.RevisionLog) && cfg.Repo == "" {
+		return nil, fmt.Errorf("%w: backups, drills and the revision log need --repo", ErrConfig)
+	}
+	if cfg.LogInterval < 0 || cfg.LogSegmentSize < 0 {
+		return nil, fmt.Errorf("%w: --log-interval and --log-segment-size must not be negative", ErrConfig)
 	}
 	if cfg.DrillSchedule != "" && len(cfg.Recipients) > 0 && len(cfg.Identities) == 0 {
 		return nil, fmt.Errorf("%w: --drill-schedule with --encrypt-to needs --identity to decrypt the backups it drills", ErrConfig)
@@ -222,7 +238,12 @@ func (s *Scheduler) Active() bool { return s.active.Load() }
 func (s *Scheduler) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Status{Name: s.cfg.Name, Active: s.Active(), Running: s.running, Runs: append([]Run(nil), s.runs...)}
+	st := Status{Name: s.cfg.Name, Active: s.Active(), Running: s.running, Runs: append([]Run(nil), s.runs...)}
+	if lg := s.revlog.Load(); lg != nil {
+		ls := lg.Stats()
+		st.RevisionLog = &ls
+	}
+	return st
 }
 
 // Run connects, serves the metrics, and campaigns; while active it runs
@@ -327,6 +348,9 @@ func (s *Scheduler) lead(ctx context.Context, cancelJobs context.CancelFunc) err
 	stopLoops := make(chan struct{})
 	var loops sync.WaitGroup
 	loops.Go(func() { s.watch(stopLoops) })
+	if s.cfg.RevisionLog {
+		loops.Go(func() { s.logLoop(stopLoops) })
+	}
 	if s.cfg.BackupAtStart {
 		go s.runJob("backup", s.backupJob)
 	}

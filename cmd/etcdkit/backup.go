@@ -176,6 +176,8 @@ func backupCommand() *cli.Command {
 				},
 				Action: withRepo(runBackupDrill),
 			}),
+			backupLogCommand(),
+			backupConsolidateCommand(),
 			leaf(&cli.Command{
 				Name: "copy", Usage: "copy the backups another repository lacks into it (a second site)",
 				Flags:  []cli.Flag{flagRepo, &cli.StringFlag{Name: "to", Required: true, Usage: "the other repository's URL"}},
@@ -222,7 +224,39 @@ func runBackupList(c *cli.Context, r *backup.Repository) error {
 	if err != nil {
 		return err
 	}
-	return output(c, manifestsRecord(ms))
+	segs, err := r.Segments(c.Context)
+	if err != nil {
+		return err
+	}
+	if len(segs) == 0 {
+		return output(c, manifestsRecord(ms))
+	}
+	return output(c, windowsRecord(backup.Windows(ms, segs)))
+}
+
+// listed is a backup with the window a point-in-time restore reaches
+// from it (backup list, when the repository holds a revision log).
+type listed struct {
+	backup.Manifest
+	Window backup.Window `json:"restoreWindow"`
+}
+
+func windowsRecord(ws []backup.Window) record {
+	var ms []backup.Manifest
+	var js []listed
+	for _, w := range ws {
+		ms = append(ms, w.Backup)
+		js = append(js, listed{w.Backup, w})
+	}
+	rec := manifestsRecord(ms)
+	rec.json = js
+	rec.header = append(rec.header, "restore window")
+	for i, w := range ws {
+		win := fmt.Sprintf("%d..%d until %s", w.From, w.To, w.ToTime.UTC().Format(time.RFC3339))
+		rec.rows[i] = append(rec.rows[i], win)
+		rec.fields[i][1] += ", restore window revisions " + win
+	}
+	return rec
 }
 
 // runBackupCheck prints every result, then fails if any backup did.

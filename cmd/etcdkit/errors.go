@@ -16,6 +16,7 @@ import (
 	"github.com/etcdkit/etcdkit/kube"
 	"github.com/etcdkit/etcdkit/member"
 	"github.com/etcdkit/etcdkit/migrate"
+	"github.com/etcdkit/etcdkit/pitr"
 	"github.com/etcdkit/etcdkit/quorum"
 	"github.com/etcdkit/etcdkit/repo"
 	"github.com/etcdkit/etcdkit/restore"
@@ -37,7 +38,9 @@ var errorCodes = []struct {
 	{exitRefused, []error{restore.ErrTargetExists, fsutil.ErrNoSpace, compact.ErrPastBackup}},
 	{exitUsage, []error{restore.ErrConfig, compact.ErrPolicy, rollingdefrag.ErrRule, migrate.ErrTarget, inspect.ErrNoWAL}},
 	{exitRefused, []error{migrate.ErrMigrate, backup.ErrAttachmentExists, member.ErrHealthy}},
-	{exitInput, []error{member.ErrNoMember, quorum.ErrForeign}},
+	{exitInput, []error{member.ErrNoMember, quorum.ErrForeign, pitr.ErrNotCovered}},
+	{exitCorrupt, []error{pitr.ErrLog, pitr.ErrFormat}},
+	{exitUsage, []error{pitr.ErrConfig}},
 	{exitUnavailable, []error{member.ErrNotReady}},
 	{exitUsage, []error{backup.ErrAttachment, kube.ErrResource, kube.ErrEncryptionConfig}},
 	{exitRefused, []error{kube.ErrExtractDir}},

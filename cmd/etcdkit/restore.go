@@ -17,7 +17,7 @@ func restoreCommand() *cli.Command {
 			"under a temporary name, renamed into place only when complete and synced.\n" +
 			"Flags as etcdutl snapshot restore; --output-dir DIR writes DIR/<name>.etcd for every\n" +
 			"member of --initial-cluster in one run.",
-		ArgsUsage: "FILE | --repo URL [--backup ID]",
+		ArgsUsage: "FILE | --repo URL [--backup ID | --to-revision R | --to-time T]",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "data-dir", Usage: "path to the output data directory (default: <name>.etcd)"},
 			&cli.StringFlag{Name: "wal-dir", Usage: "path to the WAL directory (default: inside --data-dir)"},
@@ -32,9 +32,17 @@ func restoreCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "initial-memory-map-size", Usage: "accepted for etcdutl compatibility; etcdkit does not map the db to restore it"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "make every check a restore makes (trailer, bolt consistency, free space, flags and IDs), print the plan, write nothing"},
 			&cli.StringFlag{Name: "attachments-dir", Usage: "with --repo: also write the backup's attachments (encryption config, PKI, token) into this directory"},
-		}, backupSourceFlags("restore from this backup repository instead of a FILE (streamed: download, decrypt, decompress, verify, restore)")...),
+		}, append(backupSourceFlags("restore from this backup repository instead of a FILE (streamed: download, decrypt, decompress, verify, restore)"),
+			targetFlags("with --repo: restore")...)...),
 		Action: func(c *cli.Context) error {
 			fromRepo := c.String("repo") != ""
+			target, toPoint, err := pointTarget(c)
+			if err != nil {
+				return err
+			}
+			if toPoint && (!fromRepo || c.IsSet("backup") || c.Bool("dry-run") || c.String("attachments-dir") != "") {
+				return usageError{fmt.Errorf("--to-revision and --to-time restore from --repo (the backup is chosen for the point: no --backup, --dry-run or --attachments-dir)")}
+			}
 			if c.String("attachments-dir") != "" && !fromRepo {
 				return usageError{fmt.Errorf("--attachments-dir brings back a stored backup's attachments: it needs --repo")}
 			}
@@ -78,6 +86,9 @@ func restoreCommand() *cli.Command {
 					fmt.Fprintln(c.App.Writer, "dry run: every check passed; nothing was written")
 				}
 				return nil
+			}
+			if toPoint {
+				return restoreToPoint(c, cfg, target)
 			}
 			if fromRepo {
 				return restoreFromRepo(c, cfg)

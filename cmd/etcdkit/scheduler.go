@@ -15,6 +15,7 @@ import (
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/compact"
 	"github.com/etcdkit/etcdkit/internal/logging"
+	"github.com/etcdkit/etcdkit/pitr"
 	"github.com/etcdkit/etcdkit/scheduler"
 )
 
@@ -44,6 +45,9 @@ func schedulerFlags(d schedulerDefaults) []cli.Flag {
 		&cli.StringSliceFlag{Name: "encrypt-to", Usage: "age recipient (or file of them) to encrypt backups to; repeatable"},
 		&cli.StringSliceFlag{Name: "attach", Usage: "a file stored with every backup (encryption config, PKI, token), encrypted to --encrypt-to; repeatable"},
 		&cli.BoolFlag{Name: "allow-plaintext-attachments", Usage: "store --attach files without --encrypt-to"},
+		&cli.BoolFlag{Name: "revision-log", Usage: "while active, store every revision in the repository (the point-in-time log; see etcdkit backup log)"},
+		&cli.DurationFlag{Name: "log-interval", Value: pitr.DefaultInterval, Usage: "revision log: cut a segment this long after its first event"},
+		&cli.StringFlag{Name: "log-segment-size", Value: "16MiB", Usage: "revision log: cut a segment once it holds this much (raw)"},
 		&cli.StringFlag{Name: "compact-schedule", Value: d.compactSchedule, Usage: "cron schedule of compactions (never past the newest backup)"},
 		&cli.Int64Flag{Name: "compact-keep-revisions", Value: d.compactKeepRevisions, Usage: "compaction policy: keep this many revisions"},
 		&cli.DurationFlag{Name: "compact-keep-duration", Usage: "compaction policy: keep this much time (via the revision clock)"},
@@ -154,7 +158,12 @@ func schedulerConfig(c *cli.Context, cc cluster.Config) (scheduler.Config, error
 	if err != nil {
 		return scheduler.Config{}, err
 	}
+	segSize, err := logSegmentSize(c)
+	if err != nil {
+		return scheduler.Config{}, err
+	}
 	return scheduler.Config{
+		RevisionLog: c.Bool("revision-log"), LogInterval: c.Duration("log-interval"), LogSegmentSize: segSize,
 		Cluster: cc, Repo: c.String("repo"), BackupSchedule: c.String("backup-schedule"), BackupAtStart: c.Bool("backup-at-start"),
 		Retention: retention(c), Compression: c.String("compression"), Recipients: rs,
 		Attachments: c.StringSlice("attach"), AllowPlaintextAttachments: c.Bool("allow-plaintext-attachments"),
