@@ -51,6 +51,11 @@ type Segment struct {
 	Gap       bool      `json:"gap,omitempty"`
 	GapReason string    `json:"gapReason,omitempty"`
 	Writer    string    `json:"writer,omitempty"` // the instance that wrote it
+	// ClusterID is the cluster the log followed (hex, as a backup's):
+	// a window chains only segments of its backup's cluster, so a
+	// cluster restored from the repository never continues the old
+	// cluster's log with its own revisions.
+	ClusterID string `json:"clusterId,omitempty"`
 
 	Object       string `json:"object,omitempty"`
 	Compression  string `json:"compression,omitempty"`
@@ -165,8 +170,8 @@ func (r *Repository) PutSegment(ctx context.Context, seg Segment, data io.Reader
 }
 
 // PutGap records that the log does not cover revisions first..last.
-func (r *Repository) PutGap(ctx context.Context, first, last int64, at time.Time, reason, writer string) (Segment, error) {
-	seg := Segment{Name: segmentDir(first, last, nonce()), First: first, Last: last, FirstTime: at, LastTime: at, Gap: true, GapReason: reason, Writer: writer}
+func (r *Repository) PutGap(ctx context.Context, first, last int64, at time.Time, reason, writer, clusterID string) (Segment, error) {
+	seg := Segment{Name: segmentDir(first, last, nonce()), First: first, Last: last, FirstTime: at, LastTime: at, Gap: true, GapReason: reason, Writer: writer, ClusterID: clusterID}
 	return seg, r.putJSON(ctx, seg.Name+manifestName, seg)
 }
 
@@ -277,7 +282,7 @@ func Reach(b Manifest, segs []Segment) Window {
 		best := -1
 		for ; i < len(segs) && segs[i].First <= w.To+1; i++ {
 			s := segs[i]
-			if s.Gap || s.Last < w.To {
+			if s.Gap || s.Last < w.To || s.ClusterID != "" && b.ClusterID != "" && s.ClusterID != b.ClusterID {
 				continue
 			}
 			if best < 0 || s.Last > segs[best].Last || s.Last == segs[best].Last && s.LastTime.After(segs[best].LastTime) {

@@ -103,6 +103,7 @@ type Logger struct {
 	pending []time.Time
 	filling time.Time
 	ttls    map[int64]int64 // lease ID → granted TTL (0: unknown)
+	cluster string          // the cluster's ID, hex
 }
 
 // ErrConfig: a Logger without its repository, client or full backup.
@@ -181,7 +182,7 @@ func (l *Logger) Run(ctx context.Context) error {
 			return err
 		}
 		if b.Revision >= gap.from {
-			if _, err := l.cfg.Repo.PutGap(ctx, gap.from, b.Revision, time.Now().UTC(), gap.reason, l.cfg.Writer); err != nil {
+			if _, err := l.cfg.Repo.PutGap(ctx, gap.from, b.Revision, time.Now().UTC(), gap.reason, l.cfg.Writer, l.cluster); err != nil {
 				return err
 			}
 		}
@@ -189,18 +190,41 @@ func (l *Logger) Run(ctx context.Context) error {
 }
 
 // resume is where the log goes on: after the reach of the newest full
-// backup's window.
+// backup's window. A repository without a backup of this cluster (none
+// at all, or the newest of another cluster: this one was restored from
+// it) gets one first.
 func (l *Logger) resume(ctx context.Context) (int64, time.Time, error) {
-	b, err := l.cfg.Repo.Find(ctx, "latest")
-	if errors.Is(err, backup.ErrNoBackup) {
-		l.log.Info("revision log: the repository holds no full backup; taking one to start from")
-		if err := l.cfg.FullBackup(ctx); err != nil {
-			return 0, time.Time{}, fmt.Errorf("first full backup: %w", err)
-		}
-		b, err = l.cfg.Repo.Find(ctx, "latest")
-	}
+	ml, err := l.cfg.Client.MemberList(ctx)
 	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("the cluster's ID: %w", err)
+	}
+	l.cluster = fmt.Sprintf("%x", ml.Header.ClusterId)
+	b, err := l.cfg.Repo.Find(ctx, "latest")
+	switch {
+	case errors.Is(err, backup.ErrNoBackup):
+		l.log.Info("revision log: the repository holds no full backup; taking one to start from")
+	case err == nil && b.ClusterID != "" && b.ClusterID != l.cluster:
+		l.log.Info("revision log: the newest full backup is of another cluster (this one was restored?); taking one of this cluster to start from",
+			"backup", b.ID, "backupCluster", b.ClusterID, "cluster", l.cluster)
+	default:
+		if err != nil {
+			return 0, time.Time{}, err
+		}
+		segs, err := l.cfg.Repo.Segments(ctx)
+		if err != nil {
+			return 0, time.Time{}, err
+		}
+		w := backup.Reach(b, segs)
+		return w.To + 1, w.ToTime, nil
+	}
+	if err := l.cfg.FullBackup(ctx); err != nil {
+		return 0, time.Time{}, fmt.Errorf("first full backup: %w", err)
+	}
+	if b, err = l.cfg.Repo.Find(ctx, "latest"); err != nil {
 		return 0, time.Time{}, err
+	}
+	if b.ClusterID != "" && b.ClusterID != l.cluster {
+		return 0, time.Time{}, fmt.Errorf("the newest full backup %s is of cluster %s, not of this cluster %s", b.ID, b.ClusterID, l.cluster)
 	}
 	segs, err := l.cfg.Repo.Segments(ctx)
 	if err != nil {
@@ -219,7 +243,7 @@ type segment struct {
 }
 
 func (l *Logger) newSegment(first int64) *segment {
-	return &segment{enc: newEncoder(), meta: backup.Segment{First: first, Last: first - 1, Writer: l.cfg.Writer}, leases: map[int64]bool{}}
+	return &segment{enc: newEncoder(), meta: backup.Segment{First: first, Last: first - 1, Writer: l.cfg.Writer, ClusterID: l.cluster}, leases: map[int64]bool{}}
 }
 
 // follow watches from start and stores segments until ctx ends, the watch

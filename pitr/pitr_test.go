@@ -315,7 +315,7 @@ func (l *logged) leaderURL(t *testing.T, id uint64) string {
 
 // checkRestore restores to the target, boots etcd on the result and
 // compares it with the original cluster at rev.
-func (l *logged) checkRestore(t *testing.T, target pitr.Target, rev int64, members int) {
+func (l *logged) checkRestore(t *testing.T, target pitr.Target, rev int64, members int) *testetcd.Cluster {
 	t.Helper()
 	ctx := testetcd.Ctx(t, 2*time.Minute)
 	plan, err := pitr.Resolve(ctx, l.repo, target, nil)
@@ -386,6 +386,7 @@ func (l *logged) checkRestore(t *testing.T, target pitr.Target, rev int64, membe
 		t.Fatalf("keys at %d differ from the original's: %s", rev, orig.Diff(got))
 	}
 	t.Logf("revision %d: %d segments, %d events replayed, %d leases added", rev, applied.Segments, applied.Events, applied.Leases)
+	return booted
 }
 
 // TestConsolidateGapsDamage: a consolidated backup restores as the log
@@ -456,14 +457,55 @@ func TestConsolidateGapsDamage(t *testing.T) {
 	if _, err := pitr.Resolve(ctx, l.repo, pitr.Target{Revision: stored + 5}, nil); !errors.Is(err, pitr.ErrNotCovered) || !strings.Contains(err.Error(), "compacted") {
 		t.Fatalf("a revision in the gap: %v, want ErrNotCovered naming the compaction", err)
 	}
-	l.checkRestore(t, pitr.Target{Revision: end}, end, 1)
+	restored := l.checkRestore(t, pitr.Target{Revision: end}, end, 1)
+
+	// A log on the restored cluster (a new cluster ID, revisions going on
+	// from end) into the same repository starts from a full backup of
+	// it; the old backups' windows never take its segments.
+	lr := &logged{cl: restored, cli: restored.Client(t), repo: l.repo, dir: l.dir}
+	if lr.c, err = cluster.Connect(ctx, cluster.Config{Endpoints: restored.Endpoints()}); err != nil {
+		t.Fatal(err)
+	}
+	defer lr.c.Close()
+	oldNewest, err := l.repo.Find(ctx, "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lgR, stopR, _ := lr.startLogger(t, "restored")
+	for i := range 30 {
+		if _, err := lr.cli.Put(ctx, fmt.Sprintf("/restored/%d", i), "r"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rEnd := lr.current(t)
+	waitStored(t, lgR, rEnd)
+	if err := stopR(); err != nil {
+		t.Fatal(err)
+	}
+	newest, err := l.repo.Find(ctx, "latest")
+	if err != nil || newest.ID == oldNewest.ID || newest.ClusterID == oldNewest.ClusterID {
+		t.Fatalf("the log on the restored cluster took no full backup of it: newest %+v (%v), before %s", newest, err, oldNewest.ID)
+	}
+	allSegs, err := l.repo.Segments(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := backup.Reach(oldNewest, allSegs); w.To != end {
+		t.Fatalf("the old cluster's window reaches %d, want %d (not the restored cluster's revisions)", w.To, end)
+	}
+	lr.checkRestore(t, pitr.Target{Revision: rEnd}, rEnd, 1)
 
 	// A damaged segment: the restore fails and leaves nothing.
 	segs, err := l.repo.Segments(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	last := segs[len(segs)-1]
+	var last backup.Segment
+	for _, s := range segs {
+		if s.ClusterID == oldNewest.ClusterID && !s.Gap && s.Last == end {
+			last = s
+		}
+	}
 	obj := filepath.Join(l.dir, last.Object)
 	orig, err := os.ReadFile(obj)
 	if err != nil {
@@ -517,8 +559,7 @@ func TestConsolidateGapsDamage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newest, err := l.repo.Find(ctx, "latest")
-	if err != nil {
+	if newest, err = l.repo.Find(ctx, "latest"); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range left {
@@ -526,7 +567,7 @@ func TestConsolidateGapsDamage(t *testing.T) {
 			t.Fatalf("prune kept segment %s, below the only kept backup (revision %d)", s.Name, newest.Revision)
 		}
 	}
-	if _, err := pitr.Resolve(ctx, l.repo, pitr.Target{Revision: inside.First - 1}, nil); err != nil {
+	if _, err := pitr.Resolve(ctx, l.repo, pitr.Target{Revision: rEnd}, nil); err != nil {
 		t.Fatalf("after prune: %v", err)
 	}
 }

@@ -442,3 +442,16 @@ func Restore(ctx context.Context, repo *backup.Repository, p Plan, ids []age.Ide
 	res, err := restore.RestoreFrom(ctx, cfg, rc, "backup "+base.ID, base.Size)
 	return res, a, err
 }
+
+// Received calls fn with every revision a segment holds and the time the
+// log received it (for the log's lag; in revision order).
+func Received(ctx context.Context, repo *backup.Repository, s backup.Segment, ids []age.Identity, fn func(rev int64, at time.Time)) error {
+	last := int64(-1)
+	return eachRecord(ctx, repo, s, ids, func(rec *Record, at time.Time) (bool, error) {
+		if rec.Kind == kindEvent && rec.Event.Kv.ModRevision != last {
+			last = rec.Event.Kv.ModRevision
+			fn(last, at)
+		}
+		return true, nil
+	})
+}

@@ -58,6 +58,8 @@ type benchCase struct {
 	between func()
 	floor   func() time.Duration // optional reference, measured in the same run
 	target  string
+	// after, when set, adds rows under the case's from its medians.
+	after func(kit, peer sample) []string
 }
 
 func main() {
@@ -346,6 +348,30 @@ kill $W`, etcdctl, benchPrefix, opDir, opDir, historyLines)
 		between: func() { os.RemoveAll(createRepo); cleanRestore() },
 	})
 
+	// Point-in-time restore: the snapshot as a full backup and a log of
+	// pitrEvents events after it (built once), against a restore of the
+	// backup alone: the difference is the log's share.
+	var pd *pitrData
+	pitrSetup := func() pitrData {
+		if pd == nil {
+			d := ensurePITR(snap)
+			pd = &d
+		}
+		return *pd
+	}
+	cases = append(cases, benchCase{
+		name:   "point-in-time restore: the snapshot as a backup + a revision log of 1M events (zstd; local repository; peer: etcdkit restore of the backup alone)",
+		target: "report",
+		prepare: func(int) ([]string, []string) {
+			d := pitrSetup()
+			return kit("snapshot", "restore", "--repo", d.Repo, "--to-revision", fmt.Sprint(d.To), "--data-dir", filepath.Join(restoreDir, "kit")),
+				kit("snapshot", "restore", "--repo", d.Repo, "--backup", d.Backup, "--data-dir", filepath.Join(restoreDir, "utl"))
+		},
+		cleanup: cleanRestore,
+		between: cleanRestore,
+		after:   func(k, u sample) []string { return []string{pitrNote(*pd, k, u)} },
+	})
+
 	// The Kubernetes rows read their own data set, made on first use.
 	var k8sSnap string
 	k8s := func() string {
@@ -426,6 +452,9 @@ kill $W`, etcdctl, benchPrefix, opDir, opDir, historyLines)
 			fmtMiB(k.rss), fmtMiB(u.rss), floor, vsFloor)
 		log.Print(row)
 		rows = append(rows, row)
+		if c.after != nil {
+			rows = append(rows, c.after(k, u)...)
+		}
 	}
 	if len(drillServing) > 0 {
 		sort.Float64s(drillServing)
