@@ -189,6 +189,26 @@ func (l *Logger) Run(ctx context.Context) error {
 	}
 }
 
+// RunRetrying runs the log until ctx ends, starting it again 5 seconds
+// after each failure (a lost leader, an unreachable store); onErr, when
+// set, sees each failure.
+func (l *Logger) RunRetrying(ctx context.Context, onErr func(error)) {
+	for ctx.Err() == nil {
+		err := l.Run(ctx)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		l.log.Error("revision log failed; starting it again in 5s", "err", err.Error())
+		if onErr != nil {
+			onErr(err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
 // resume is where the log goes on: after the reach of the newest full
 // backup's window. A repository without a backup of this cluster (none
 // at all, or the newest of another cluster: this one was restored from

@@ -176,13 +176,7 @@ func (s *Scheduler) logLoop(stop <-chan struct{}) {
 		case <-ctx.Done():
 		}
 	}()
-	for ctx.Err() == nil {
-		if err := lg.Run(ctx); err != nil && ctx.Err() == nil {
-			s.log.Error("revision log failed; restarting it", "err", err.Error())
-			s.metrics.failures.WithLabelValues("revision-log").Inc()
-			sleep(ctx, 5*time.Second)
-		}
-	}
+	lg.RunRetrying(ctx, func(error) { s.metrics.failures.WithLabelValues("revision-log").Inc() })
 }
 
 // fullBackupForLog takes a backup as the backup job does (never beside

@@ -71,7 +71,8 @@ func backupLogCommand() *cli.Command {
 			"repository has none) and stores the events as segments beside the backups, compressed and\n" +
 			"encrypted as they are, each segment's manifest last. A restart goes on after the last stored\n" +
 			"segment. When the cluster compacted past the log, or the uploads fall behind, the gap is\n" +
-			"recorded and a full backup taken to go on from. Runs until SIGTERM or SIGINT, then stores the\n" +
+			"recorded and a full backup taken to go on from. A failure (a lost leader, an unreachable store)\n" +
+			"is logged and the log started again 5s later. Runs until SIGTERM or SIGINT, then stores the\n" +
 			"segment under way. The scheduler runs the same log with --revision-log.",
 		Flags: append([]cli.Flag{flagRepo,
 			&cli.StringFlag{Name: "compression", Value: "zstd", Usage: "zstd or none (segments and the full backups it takes)"},
@@ -118,10 +119,10 @@ func runBackupLog(c *cli.Context, cl *cluster.Cluster) error {
 	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	err = lg.Run(ctx)
+	lg.RunRetrying(ctx, nil)
 	st := lg.Stats()
 	log.Info("revision log stopped", "stored", st.Stored, "segments", st.Segments, "events", st.Events, "bytes", st.Bytes, "gaps", st.Gaps)
-	return err
+	return nil
 }
 
 func backupConsolidateCommand() *cli.Command {
