@@ -452,6 +452,7 @@ type objectRef struct {
 	size                            int64
 	sha256                          string
 	id, what                        string // for messages: the backup (or segment) and the content
+	hashAhead                       bool   // hash the raw bytes in the read-ahead goroutine
 }
 
 // openObject streams the raw content of a stored object, checked as Open
@@ -488,11 +489,20 @@ func (r *Repository) openObject(ctx context.Context, ref objectRef, identities [
 		}
 		plain = zr
 	}
-	// Download, age and zstd run one core ahead of the raw hash and the
-	// reader (a restore).
-	ra := newReadAhead(plain, 4, 1<<20)
-	raw := &checkedReader{r: ra, h: sha256.New(), want: ref.sha256, size: ref.size, what: ref.what, then: stored.drain}
-	return &backupReader{raw: raw, close: func() error {
+	// Download, age and zstd run one core ahead of the reader, and with
+	// hashAhead the raw hash too (its verdict arrives as the stream's
+	// end): a restore hashes the snapshot again itself (its trailer) on
+	// its own cores, a replay of the log does not.
+	var out io.Reader
+	var ra *readAhead
+	if ref.hashAhead {
+		ra = newReadAhead(&checkedReader{r: plain, h: sha256.New(), want: ref.sha256, size: ref.size, what: ref.what, then: stored.drain}, 4, 1<<20)
+		out = ra
+	} else {
+		ra = newReadAhead(plain, 4, 1<<20)
+		out = &checkedReader{r: ra, h: sha256.New(), want: ref.sha256, size: ref.size, what: ref.what, then: stored.drain}
+	}
+	return &backupReader{raw: out, close: func() error {
 		ra.Close()
 		err := rc.Close()
 		ra.wait() // its read of zr returned: zr may close
@@ -504,7 +514,7 @@ func (r *Repository) openObject(ctx context.Context, ref objectRef, identities [
 }
 
 type backupReader struct {
-	raw   *checkedReader
+	raw   io.Reader
 	close func() error
 	id    string
 }

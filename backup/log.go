@@ -255,7 +255,7 @@ func (r *Repository) OpenSegment(ctx context.Context, s Segment, identities []ag
 	return r.openObject(ctx, objectRef{
 		object: s.Object, compression: s.Compression, encryption: s.Encryption,
 		storedSize: s.StoredSize, storedSHA256: s.StoredSHA256, size: s.Size, sha256: s.SHA256,
-		id: "log segment " + strings.TrimSuffix(s.Name, "/"), what: "log segment " + s.Name,
+		id: "log segment " + strings.TrimSuffix(s.Name, "/"), what: "log segment " + s.Name, hashAhead: true,
 	}, identities)
 }
 

@@ -572,6 +572,62 @@ func TestConsolidateGapsDamage(t *testing.T) {
 	}
 }
 
+// TestFallingBehind: uploads slower than the writes fill segments; the
+// log records a gap (it never pretends to cover what it dropped), takes a
+// full backup and goes on from it, to a restore that matches.
+func TestFallingBehind(t *testing.T) {
+	l := newLogged(t, 1)
+	ctx := testetcd.Ctx(t, 3*time.Minute)
+	w := &workload{cli: l.cli, rnd: rand.New(rand.NewPCG(7, 8))}
+	w.run(t, 20)
+	if err := l.fullBackup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	slow := make(chan struct{})
+	var once sync.Once
+	lg, err := pitr.New(pitr.Config{Repo: l.repo, Client: l.cli, Interval: 50 * time.Millisecond, SegmentSize: 4 << 10, MaxPending: 1,
+		FullBackup: l.fullBackup, Store: backup.SegmentOptions{Uploaded: func(backup.Segment, int64) {
+			select {
+			case <-slow: // until the gap is recorded: then fast again
+			case <-time.After(300 * time.Millisecond):
+			}
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- lg.Run(runCtx) }()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(time.Minute); lg.Stats().Gaps == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no gap while the uploads fell behind: %+v", lg.Stats())
+		}
+		w.run(t, 5)
+	}
+	once.Do(func() { close(slow) })
+	w.run(t, 40)
+	end := l.current(t)
+	waitStored(t, lg, end)
+	segs, err := l.repo.Segments(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gap backup.Segment
+	for _, s := range segs {
+		if s.Gap {
+			gap = s
+		}
+	}
+	if !strings.Contains(gap.GapReason, "fell behind") {
+		t.Fatalf("gap record %+v, want one saying the log fell behind", gap)
+	}
+	if _, err := pitr.Resolve(ctx, l.repo, pitr.Target{Revision: gap.First}, nil); !errors.Is(err, pitr.ErrNotCovered) || !strings.Contains(err.Error(), "fell behind") {
+		t.Fatalf("a revision in the gap: %v, want ErrNotCovered naming it", err)
+	}
+	l.checkRestore(t, pitr.Target{Revision: end}, end, 1)
+}
+
 const childEnv = "ETCDKIT_TEST_PITR_CHILD"
 
 func TestMain(m *testing.M) {

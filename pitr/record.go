@@ -24,7 +24,10 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 )
 
 const header = "etcdkit-revlog-1\n"
@@ -86,7 +89,57 @@ type Record struct {
 	Time    time.Time     // kindTime
 	LeaseID int64         // kindLease
 	TTL     int64         // kindLease: the granted TTL in seconds; 0 unknown
-	Event   *mvccpb.Event // kindEvent; reused by the next record
+	Event   Event // kindEvent; its bytes are valid until the next record
+}
+
+// Event is one logged watch event, read in place from its encoding
+// (mvccpb.Event: type 1, kv 2): the KeyValue's own bytes are what the
+// server stored for a put, so a replay copies them, never re-encodes.
+type Event struct {
+	Delete bool
+	KV     []byte // the marshalled mvccpb.KeyValue
+	etcdfmt.KeyValue
+}
+
+// parseEvent reads an encoded mvccpb.Event.
+func parseEvent(b []byte, e *Event) error {
+	*e = Event{}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			v, m := protowire.ConsumeVarint(b)
+			if m < 0 {
+				return protowire.ParseError(m)
+			}
+			if v > 1 {
+				return fmt.Errorf("event type %d", v)
+			}
+			e.Delete, n = v == 1, m
+		case num == 2 && typ == protowire.BytesType:
+			v, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return protowire.ParseError(m)
+			}
+			e.KV, n = v, m
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+		}
+		b = b[n:]
+	}
+	if e.KV == nil {
+		return errors.New("an event without a key-value")
+	}
+	var err error
+	e.KeyValue, err = etcdfmt.ParseKeyValue(e.KV)
+	return err
 }
 
 // decoder reads records.
@@ -153,14 +206,8 @@ func (d *decoder) next(rec *Record) error {
 		if _, err := io.ReadFull(d.r, d.buf); err != nil {
 			return bad("event", err)
 		}
-		if rec.Event == nil {
-			rec.Event = new(mvccpb.Event)
-		}
-		if err := proto.Unmarshal(d.buf, rec.Event); err != nil {
+		if err := parseEvent(d.buf, &rec.Event); err != nil {
 			return bad("event", err)
-		}
-		if rec.Event.Kv == nil {
-			return bad("event without a key-value", nil)
 		}
 	default:
 		return bad(fmt.Sprintf("record kind %q", kind), nil)

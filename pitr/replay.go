@@ -9,8 +9,8 @@ import (
 
 	"filippo.io/age"
 	bolt "go.etcd.io/bbolt"
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/server/v3/lease/leasepb"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/etcdkit/etcdkit/backup"
@@ -125,8 +125,8 @@ func lastAtOrBefore(ctx context.Context, repo *backup.Repository, w backup.Windo
 			if at.After(t) {
 				return false, nil
 			}
-			if rec.Kind == kindEvent && rec.Event.Kv.ModRevision > p.Revision {
-				p.Revision, p.Time = rec.Event.Kv.ModRevision, at
+			if rec.Kind == kindEvent && rec.Event.ModRevision > p.Revision {
+				p.Revision, p.Time = rec.Event.ModRevision, at
 			}
 			return true, nil
 		})
@@ -157,7 +157,7 @@ func revisionTime(ctx context.Context, repo *backup.Repository, p Plan, ids []ag
 	s := p.Window.Segments[len(p.Window.Segments)-1]
 	var at time.Time
 	err := eachRecord(ctx, repo, s, ids, func(rec *Record, t time.Time) (bool, error) {
-		if rec.Kind == kindEvent && rec.Event.Kv.ModRevision == p.Revision {
+		if rec.Kind == kindEvent && rec.Event.ModRevision == p.Revision {
 			at = t
 			return false, nil
 		}
@@ -208,7 +208,7 @@ type Applied struct {
 
 // batchBytes bounds what one bolt transaction holds before it commits:
 // bolt keeps a transaction's dirty pages in memory.
-const batchBytes = 32 << 20
+const batchBytes = 4 << 20
 
 // Replay applies the plan's log to the etcd db at path (a copy of the
 // plan's full backup, not open elsewhere): each event becomes the
@@ -218,7 +218,9 @@ const batchBytes = 32 << 20
 // The db's latest revision must be the backup's; after the replay it is
 // the plan's.
 func Replay(ctx context.Context, repo *backup.Repository, p Plan, ids []age.Identity, path string) (Applied, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{NoFreelistSync: true, Timeout: time.Second})
+	// No fsync per batch: the restore (or the consolidation) syncs the
+	// finished file once, and a failure removes it.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{NoFreelistSync: true, NoSync: true, Timeout: time.Second})
 	if err != nil {
 		return Applied{}, fmt.Errorf("%s: %w", path, err)
 	}
@@ -250,9 +252,9 @@ func replay(ctx context.Context, repo *backup.Repository, p Plan, ids []age.Iden
 	w := &batchWriter{db: db}
 	defer w.rollback()
 	ttls := map[int64]int64{}      // lease ID → granted TTL, from the log's lease records
-	attached := map[string]int64{} // key → lease, for every key the log touched
+	attached := map[string]int64{} // key → lease, for the keys the log left on a lease
 	var sub int64                  // the next change's index in its revision
-	var key, val []byte
+	var key, val, tomb []byte
 	for _, s := range p.Window.Segments {
 		if a.Revision >= p.Revision {
 			break
@@ -267,8 +269,8 @@ func replay(ctx context.Context, repo *backup.Repository, p Plan, ids []age.Iden
 				ttls[rec.LeaseID] = rec.TTL
 				return true, nil
 			}
-			ev := rec.Event
-			rev := ev.Kv.ModRevision
+			ev := &rec.Event
+			rev := ev.ModRevision
 			switch {
 			case rev == cur:
 			case rev <= a.Revision:
@@ -283,22 +285,21 @@ func replay(ctx context.Context, repo *backup.Repository, p Plan, ids []age.Iden
 			default:
 				return false, fmt.Errorf("%w: %s: revision %d follows %d", ErrLog, s.Name, rev, a.Revision)
 			}
-			if !tombOK(ev) {
+			if !ev.Delete && ev.CreateRevision <= 0 {
 				return false, fmt.Errorf("%w: %s: a put event at revision %d has no create revision", ErrLog, s.Name, rev)
 			}
-			tomb := ev.Type == mvccpb.Event_DELETE
-			key = etcdfmt.Revision{Main: rev, Sub: sub}.AppendKey(key[:0], tomb)
+			key = etcdfmt.Revision{Main: rev, Sub: sub}.AppendKey(key[:0], ev.Delete)
 			sub++
-			var err error
-			if tomb {
-				val, err = marshal.MarshalAppend(val[:0], &mvccpb.KeyValue{Key: ev.Kv.Key})
-				attached[string(ev.Kv.Key)] = 0
+			val = ev.KV
+			if ev.Delete {
+				// What the server stores for a delete: KeyValue{Key}.
+				val = protowire.AppendBytes(protowire.AppendTag(tomb[:0], 1, protowire.BytesType), ev.Key)
+				tomb = val
+				delete(attached, string(ev.Key))
+			} else if ev.Lease != 0 {
+				attached[string(ev.Key)] = ev.Lease
 			} else {
-				val, err = marshal.MarshalAppend(val[:0], ev.Kv)
-				attached[string(ev.Kv.Key)] = ev.Kv.Lease
-			}
-			if err != nil {
-				return false, err
+				delete(attached, string(ev.Key)) // a put without a lease detaches
 			}
 			a.Events++
 			a.Bytes += int64(len(val))
@@ -416,12 +417,6 @@ func (w *batchWriter) leases(attached map[string]int64, ttls map[int64]int64) (i
 	return added, nil
 }
 
-// tombOK refuses a put without a create revision: etcd never writes one,
-// and the server's watch marks deletes by exactly that.
-func tombOK(ev *mvccpb.Event) bool {
-	return ev.Type == mvccpb.Event_DELETE || ev.Kv.CreateRevision > 0
-}
-
 // Restore restores the plan as restore.RestoreFrom restores a backup,
 // with the log replayed into the db before it becomes the new cluster's:
 // the base backup is streamed (download, decrypt, decompress, verify),
@@ -448,8 +443,8 @@ func Restore(ctx context.Context, repo *backup.Repository, p Plan, ids []age.Ide
 func Received(ctx context.Context, repo *backup.Repository, s backup.Segment, ids []age.Identity, fn func(rev int64, at time.Time)) error {
 	last := int64(-1)
 	return eachRecord(ctx, repo, s, ids, func(rec *Record, at time.Time) (bool, error) {
-		if rec.Kind == kindEvent && rec.Event.Kv.ModRevision != last {
-			last = rec.Event.Kv.ModRevision
+		if rec.Kind == kindEvent && rec.Event.ModRevision != last {
+			last = rec.Event.ModRevision
 			fn(last, at)
 		}
 		return true, nil

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/age"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdkit/etcdkit/backup"
@@ -117,7 +118,7 @@ func TestPointInTimeCLI(t *testing.T) {
 	}
 	base := listed[0]
 
-	restoreAndCheck := func(rev int64, args ...string) {
+	restoreAndCheck := func(repo string, rev int64, args ...string) {
 		t.Helper()
 		dir := t.TempDir()
 		peer := fmt.Sprintf("http://127.0.0.1:%d", testetcd.FreePort(t))
@@ -145,12 +146,12 @@ func TestPointInTimeCLI(t *testing.T) {
 			t.Fatalf("restored member at revision %v (%v), want %d", r, err, rev)
 		}
 	}
-	restoreAndCheck(mid+75, "--to-revision", fmt.Sprint(mid+75))
+	restoreAndCheck(repo, mid+75, "--to-revision", fmt.Sprint(mid+75))
 	// The log's reach in time is when it received the last revision.
 	// (the election's keys change too: the killed scheduler's session
 	// ends).
 	win := listed[len(listed)-1].Window
-	restoreAndCheck(win.To, "--to-time", win.ToTime.Format(time.RFC3339Nano))
+	restoreAndCheck(repo, win.To, "--to-time", win.ToTime.Format(time.RFC3339Nano))
 
 	// Consolidation: a new backup, and a restore past it starts there.
 	out, errOut := run("backup", "consolidate", "--repo", repo, "--to-revision", fmt.Sprint(mid), "-w", "json")
@@ -179,10 +180,13 @@ func TestPointInTimeCLI(t *testing.T) {
 		expectFailure(t, tc.args, tc.code, tc.want)
 	}
 
-	// backup log alone: it takes the first full backup itself and stores
-	// the segment under way on SIGTERM.
+	// backup log alone, encrypted: it takes the first full backup itself
+	// and stores the segment under way on SIGTERM.
+	id := testetcd.Must(age.GenerateX25519Identity())(t)
+	idFile := filepath.Join(t.TempDir(), "key.txt")
+	testetcd.WriteFile(t, idFile, []byte(id.String()+"\n"))
 	repo2 := filepath.Join(t.TempDir(), "repo2")
-	p := startCLI(t, nil, "backup", "log", "--endpoints", cl.Endpoints()[0], "--repo", repo2, "--log-interval", "1h")
+	p := startCLI(t, nil, "backup", "log", "--endpoints", cl.Endpoints()[0], "--repo", repo2, "--log-interval", "1h", "--encrypt-to", id.Recipient().String())
 	r2 := testetcd.Must(backup.Open(context.Background(), repo2))(t)
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if l, err := r2.List(ctx); err == nil && len(l) == 1 {
@@ -201,9 +205,11 @@ func TestPointInTimeCLI(t *testing.T) {
 	}
 	p.done <- nil
 	segs, err := r2.Segments(ctx)
-	if err != nil || len(segs) != 1 || segs[0].Last != last {
-		t.Fatalf("after SIGTERM: segments %+v (%v), want one ending at %d\n%s", segs, err, last, p.out)
+	if err != nil || len(segs) != 1 || segs[0].Last != last || segs[0].Encryption != "age" {
+		t.Fatalf("after SIGTERM: segments %+v (%v), want one ending at %d, encrypted\n%s", segs, err, last, p.out)
 	}
+	expectFailure(t, []string{"snapshot", "restore", "--repo", repo2, "--to-revision", fmt.Sprint(last), "--data-dir", filepath.Join(t.TempDir(), "z.etcd")}, exitInput, "--identity")
+	restoreAndCheck(repo2, last, "--to-revision", fmt.Sprint(last), "--identity", idFile)
 }
 
 func httpGet(t *testing.T, url string) string {
