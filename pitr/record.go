@@ -86,10 +86,10 @@ var marshal = proto.MarshalOptions{}
 // Record is one decoded record.
 type Record struct {
 	Kind    byte
-	Time    time.Time     // kindTime
-	LeaseID int64         // kindLease
-	TTL     int64         // kindLease: the granted TTL in seconds; 0 unknown
-	Event   Event // kindEvent; its bytes are valid until the next record
+	Time    time.Time // kindTime
+	LeaseID int64     // kindLease
+	TTL     int64     // kindLease: the granted TTL in seconds; 0 unknown
+	Event   Event     // kindEvent; its bytes are valid until the next record
 }
 
 // Event is one logged watch event, read in place from its encoding
