@@ -114,10 +114,6 @@ func ParseManifest(name string, r io.Reader) (Manifest, error) {
 	bad := func(format string, args ...any) (Manifest, error) {
 		return Manifest{}, fmt.Errorf("%s: %w: %s", name, ErrCorrupt, fmt.Sprintf(format, args...))
 	}
-	isHash := func(h string) bool {
-		b, err := hex.DecodeString(h)
-		return err == nil && len(b) == sha256.Size
-	}
 	switch {
 	case !idPattern.MatchString(m.ID):
 		return bad("id %q is not a backup id (YYYYMMDDTHHMMSSZ-xxxxxx)", m.ID)
@@ -147,6 +143,12 @@ func ParseManifest(name string, r io.Reader) (Manifest, error) {
 		seen[a.Name] = true
 	}
 	return m, nil
+}
+
+// isHash reports whether h is a sha256 in hex, as manifests hold them.
+func isHash(h string) bool {
+	b, err := hex.DecodeString(h)
+	return err == nil && len(b) == sha256.Size
 }
 
 // Before orders backups by time, then revision (never by name).

@@ -3,7 +3,6 @@ package backup
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -95,10 +94,6 @@ func ParseSegment(name string, r io.Reader) (Segment, error) {
 		return Segment{}, fmt.Errorf("%s: %w: %s", name, ErrCorrupt, fmt.Sprintf(format, args...))
 	}
 	m := segmentPattern.FindStringSubmatch(s.Name)
-	isHash := func(h string) bool {
-		b, err := hex.DecodeString(h)
-		return err == nil && len(b) == sha256.Size
-	}
 	switch {
 	case m == nil:
 		return bad("segment name %q is not logs/<first>-<last>-<nonce>/", s.Name)
