@@ -202,3 +202,43 @@ func (r *Repository) CopyTo(ctx context.Context, dst *Repository) ([]Manifest, e
 	}
 	return copied, nil
 }
+
+// CopySegmentsTo copies the log segments (and gap records) dst lacks into
+// dst, as CopyTo copies backups: the data checked against its manifest,
+// the manifest last. It returns the names copied.
+func (r *Repository) CopySegmentsTo(ctx context.Context, dst *Repository) ([]string, error) {
+	src, err := r.Segments(ctx)
+	if err != nil {
+		return nil, err
+	}
+	have, err := dst.Segments(ctx)
+	if err != nil {
+		return nil, err
+	}
+	exists := map[string]bool{}
+	for _, s := range have {
+		exists[s.Name] = true
+	}
+	var copied []string
+	for _, s := range src {
+		if exists[s.Name] {
+			continue
+		}
+		if s.Object != "" {
+			check := func(rc io.Reader) *checkedReader {
+				return &checkedReader{r: rc, h: sha256.New(), want: s.StoredSHA256, size: s.StoredSize, what: "stored object " + s.Object}
+			}
+			if err := r.copyStored(ctx, s.Object, check, dst); err != nil {
+				if !errors.Is(err, ErrCorrupt) {
+					err = fmt.Errorf("copy %s: %w", s.Name, err)
+				}
+				return copied, err
+			}
+		}
+		if err := dst.putJSON(ctx, s.Name+manifestName, s); err != nil {
+			return copied, err
+		}
+		copied = append(copied, s.Name)
+	}
+	return copied, nil
+}

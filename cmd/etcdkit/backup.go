@@ -179,7 +179,7 @@ func backupCommand() *cli.Command {
 			backupLogCommand(),
 			backupConsolidateCommand(),
 			leaf(&cli.Command{
-				Name: "copy", Usage: "copy the backups another repository lacks into it (a second site)",
+				Name: "copy", Usage: "copy the backups and revision log segments another repository lacks into it (a second site)",
 				Flags:  []cli.Flag{flagRepo, &cli.StringFlag{Name: "to", Required: true, Usage: "the other repository's URL"}},
 				Action: withRepo(runBackupCopy),
 			}),
@@ -313,6 +313,13 @@ func runBackupCopy(c *cli.Context, r *backup.Repository) error {
 	ms, err := r.CopyTo(c.Context, dst)
 	if err != nil {
 		return err
+	}
+	segs, err := r.CopySegmentsTo(c.Context, dst)
+	if err != nil {
+		return fmt.Errorf("the backups are copied, but not all of the revision log: %w", err)
+	}
+	if len(segs) > 0 {
+		fmt.Fprintf(c.App.ErrWriter, "note: %d revision log segment(s) copied\n", len(segs))
 	}
 	return output(c, manifestsRecord(ms))
 }

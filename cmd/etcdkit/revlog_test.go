@@ -153,6 +153,13 @@ func TestPointInTimeCLI(t *testing.T) {
 	win := listed[len(listed)-1].Window
 	restoreAndCheck(repo, win.To, "--to-time", win.ToTime.Format(time.RFC3339Nano))
 
+	// A second site: backup copy takes the log too.
+	repo3 := filepath.Join(t.TempDir(), "repo3")
+	if _, errOut := run("backup", "copy", "--repo", repo, "--to", repo3); !strings.Contains(errOut, "segment(s) copied") {
+		t.Fatalf("backup copy did not copy the log: %q", errOut)
+	}
+	restoreAndCheck(repo3, mid+90, "--to-revision", fmt.Sprint(mid+90))
+
 	// Consolidation: a new backup, and a restore past it starts there.
 	out, errOut := run("backup", "consolidate", "--repo", repo, "--to-revision", fmt.Sprint(mid), "-w", "json")
 	var cons []backup.Manifest
