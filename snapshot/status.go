@@ -120,7 +120,7 @@ func (h *statusHasher) entry(e boltpage.Entry) error {
 		if err != nil {
 			return fmt.Errorf("bucket %q: revision %d_%d: %w", h.bucket, rev.Main, rev.Sub, err)
 		}
-		h.live.add(h.ids.ID(kv.Key), tomb)
+		h.live.add(h.ids.ID64(kv.Key), tomb)
 	}
 	return nil
 }
@@ -137,7 +137,7 @@ type liveSet struct {
 }
 
 type keyOp struct {
-	id   etcdfmt.KeyID
+	id   uint64 // etcdfmt.KeyHasher.ID64: a count needs no more
 	tomb bool
 }
 
@@ -147,7 +147,7 @@ func newLiveSet() *liveSet {
 	l := &liveSet{todo: make(chan []keyOp, 4), spare: make(chan []keyOp, 4), count: make(chan int)}
 	l.batch = make([]keyOp, 0, liveBatch)
 	go func() {
-		live := make(map[etcdfmt.KeyID]struct{})
+		live := make(map[uint64]struct{})
 		for ops := range l.todo {
 			for _, op := range ops {
 				if op.tomb {
@@ -166,7 +166,7 @@ func newLiveSet() *liveSet {
 	return l
 }
 
-func (l *liveSet) add(id etcdfmt.KeyID, tomb bool) {
+func (l *liveSet) add(id uint64, tomb bool) {
 	l.batch = append(l.batch, keyOp{id, tomb})
 	if len(l.batch) == liveBatch {
 		l.todo <- l.batch

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
 
@@ -29,6 +31,7 @@ func snapshotCommand() *cli.Command {
 				if err := needArgs(c, 1, "one snapshot or db FILE"); err != nil {
 					return err
 				}
+				defer softMemoryLimit()()
 				bar := newProgress(c.App.ErrWriter, "reading")
 				st, err := snapshot.ReadStatusWith(c.Args().First(), snapshot.StatusOptions{LockTimeout: lockTimeout(c), Progress: bar.Report})
 				bar.Done()
@@ -39,6 +42,20 @@ func snapshotCommand() *cli.Command {
 			},
 		})},
 	}
+}
+
+// softMemoryLimit asks the Go runtime to collect garbage before the heap
+// passes 64 MiB (unless GOMEMLIMIT says otherwise), until the returned
+// function restores the previous limit: status's live-key set is a few
+// tens of MB for millions of keys, and without a limit the collector lets
+// garbage grow to as much again. It is soft: a larger live heap is never
+// refused.
+func softMemoryLimit() (restore func()) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return func() {}
+	}
+	prev := debug.SetMemoryLimit(64 << 20)
+	return func() { debug.SetMemoryLimit(prev) }
 }
 
 func statusRecord(st snapshot.Status) record {
