@@ -484,8 +484,7 @@ func (r *Repository) openObject(ctx context.Context, ref objectRef, identities [
 	}
 	var zr *zstd.Decoder
 	if ref.compression == "zstd" {
-		zr, err = zstd.NewReader(plain, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
-		if err != nil {
+		if zr, err = getDecoder(plain); err != nil {
 			rc.Close()
 			return nil, err
 		}
@@ -507,12 +506,35 @@ func (r *Repository) openObject(ctx context.Context, ref objectRef, identities [
 	return &backupReader{raw: out, close: func() error {
 		ra.Close()
 		err := rc.Close()
-		ra.wait() // its read of zr returned: zr may close
+		ra.wait() // its read of zr returned: zr may be reused
 		if zr != nil {
-			zr.Close()
+			putDecoder(zr)
 		}
 		return err
 	}, id: ref.id}, nil
+}
+
+// decoders are zstd decoders between two objects: a replay opens one
+// segment after another, and a decoder's window is megabytes.
+var decoders sync.Pool
+
+func getDecoder(r io.Reader) (*zstd.Decoder, error) {
+	if d, ok := decoders.Get().(*zstd.Decoder); ok {
+		if err := d.Reset(r); err == nil {
+			return d, nil
+		}
+		d.Close()
+	}
+	return zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+}
+
+// putDecoder keeps a decoder for the next object (its input released).
+func putDecoder(d *zstd.Decoder) {
+	if d.Reset(nil) == nil {
+		decoders.Put(d)
+		return
+	}
+	d.Close()
 }
 
 type backupReader struct {

@@ -326,16 +326,22 @@ func (l *Logger) follow(ctx context.Context, start int64, known time.Time) error
 			return &gapError{from: s.meta.First, reason: fmt.Sprintf("the log fell behind: %d segments waiting for their upload", l.cfg.MaxPending)}
 		}
 	}
+	// stop is a clean stop: the segment under way is cut and stored with
+	// the queued ones (if the queue has room; else a restart fetches its
+	// revisions again).
+	stop := func() error {
+		if cur.meta.Events > 0 {
+			seal()
+		}
+		return finish(true)
+	}
 	for {
 		select {
 		case err := <-upErr:
 			finish(false)
 			return fmt.Errorf("store a log segment: %w", err)
 		case <-ctx.Done():
-			if cur.meta.Events > 0 {
-				seal()
-			}
-			return finish(true)
+			return stop()
 		case now := <-tick.C:
 			switch {
 			case cur.meta.Events > 0 && now.Sub(cur.first) >= l.cfg.Interval:
@@ -372,10 +378,10 @@ func (l *Logger) follow(ctx context.Context, start int64, known time.Time) error
 				return &gapError{from: last + 1, reason: fmt.Sprintf("revision %d was compacted (the cluster is compacted up to %d)", last+1, resp.CompactRevision)}
 			}
 			if err := resp.Err(); err != nil {
-				finish(true)
 				if ctx.Err() != nil {
-					return nil
+					return stop()
 				}
+				finish(true)
 				return fmt.Errorf("watch: %w", err)
 			}
 			now := time.Now().UTC()

@@ -208,7 +208,7 @@ type Applied struct {
 
 // batchBytes bounds what one bolt transaction holds before it commits:
 // bolt keeps a transaction's dirty pages in memory.
-const batchBytes = 4 << 20
+const batchBytes = 2 << 20
 
 // Replay applies the plan's log to the etcd db at path (a copy of the
 // plan's full backup, not open elsewhere): each event becomes the
@@ -327,7 +327,11 @@ type batchWriter struct {
 	tx    *bolt.Tx
 	keys  *bolt.Bucket
 	bytes int
-	arena []byte
+	// arena holds the copies of what the transaction puts, in chunks
+	// reused once it committed (bolt keeps nothing of them after that).
+	arena  []byte
+	chunks [][]byte // the chunks in use, arena the last
+	spare  [][]byte
 }
 
 func (w *batchWriter) begin() error {
@@ -363,7 +367,12 @@ func (w *batchWriter) put(k, v []byte) error {
 // keep copies b into the transaction's arena.
 func (w *batchWriter) keep(b []byte) []byte {
 	if cap(w.arena)-len(w.arena) < len(b) {
-		w.arena = make([]byte, 0, max(1<<20, len(b)))
+		if n := len(w.spare); n > 0 && cap(w.spare[n-1]) >= len(b) {
+			w.arena, w.spare = w.spare[n-1][:0], w.spare[:n-1]
+		} else {
+			w.arena = make([]byte, 0, max(1<<20, len(b)))
+		}
+		w.chunks = append(w.chunks, w.arena)
 	}
 	start := len(w.arena)
 	w.arena = append(w.arena, b...)
@@ -376,6 +385,7 @@ func (w *batchWriter) commit() error {
 	}
 	err := w.tx.Commit()
 	w.tx = nil
+	w.spare, w.chunks, w.arena = append(w.spare, w.chunks...), w.chunks[:0], nil
 	return err
 }
 
