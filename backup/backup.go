@@ -28,6 +28,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/etcdkit/etcdkit/cluster"
+	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
 	"github.com/etcdkit/etcdkit/repo"
 	"github.com/etcdkit/etcdkit/save"
@@ -445,6 +446,27 @@ func (r *Repository) Open(ctx context.Context, m Manifest, identities []age.Iden
 	}, identities)
 }
 
+// OpenForRestore is Open for a consumer that hashes the snapshot's db
+// bytes itself (a restore checks them against the trailer): the raw
+// stream's own sha256 is left out, and the returned hash — the manifest's
+// record of the db bytes, the trailer's value — must be what the consumer
+// computes before it commits anything. The stored object's sha256 and the
+// raw size are still checked at the end. A backup whose manifest lacks
+// that hash (or a snapshot without a trailer) is read as Open reads it,
+// and the returned hash is empty.
+func (r *Repository) OpenForRestore(ctx context.Context, m Manifest, identities []age.Identity) (io.ReadCloser, string, error) {
+	if m.SHA256 == "" || !isHash(m.SHA256) || !etcdfmt.HasSnapshotTrailer(m.Size) {
+		rc, err := r.Open(ctx, m, identities)
+		return rc, "", err
+	}
+	rc, err := r.openObject(ctx, objectRef{
+		object: m.Object, compression: m.Compression, encryption: m.Encryption,
+		storedSize: m.StoredSize, storedSHA256: m.StoredSHA256, size: m.Size, sha256: m.RawSHA256,
+		id: m.ID, what: "snapshot of " + m.ID, sizeOnly: true,
+	}, identities)
+	return rc, m.SHA256, err
+}
+
 // objectRef is what a manifest says of one stored object: how it is
 // stored and what its stored and raw bytes hash to.
 type objectRef struct {
@@ -455,6 +477,7 @@ type objectRef struct {
 	sha256                          string
 	id, what                        string // for messages: the backup (or segment) and the content
 	hashAhead                       bool   // hash the raw bytes in the read-ahead goroutine
+	sizeOnly                        bool   // check the raw size, not its hash (OpenForRestore)
 }
 
 // openObject streams the raw content of a stored object, checked as Open
@@ -501,7 +524,11 @@ func (r *Repository) openObject(ctx context.Context, ref objectRef, identities [
 		out = ra
 	} else {
 		ra = newReadAhead(plain, 4, 1<<20)
-		out = &checkedReader{r: ra, h: sha256.New(), want: ref.sha256, size: ref.size, what: ref.what, then: stored.drain}
+		c := &checkedReader{r: ra, h: sha256.New(), want: ref.sha256, size: ref.size, what: ref.what, then: stored.drain}
+		if ref.sizeOnly {
+			c.h = nil
+		}
+		out = c
 	}
 	return &backupReader{raw: out, close: func() error {
 		ra.Close()
@@ -554,7 +581,8 @@ func (b *backupReader) Read(p []byte) (int, error) {
 func (b *backupReader) Close() error { return b.close() }
 
 // checkedReader hashes what it reads and, at the end, compares the hash
-// and the size with the manifest's.
+// and the size with the manifest's (only the size when h is nil: the
+// consumer checks the content's hash itself).
 type checkedReader struct {
 	r    io.Reader
 	h    hash.Hash
@@ -571,7 +599,9 @@ func (c *checkedReader) Read(p []byte) (int, error) {
 		return 0, c.err
 	}
 	n, err := c.r.Read(p)
-	c.h.Write(p[:n])
+	if c.h != nil {
+		c.h.Write(p[:n])
+	}
 	c.n += int64(n)
 	if err == io.EOF {
 		if c.then != nil {
@@ -579,7 +609,13 @@ func (c *checkedReader) Read(p []byte) (int, error) {
 				err = derr
 			}
 		}
-		if err == io.EOF {
+		switch {
+		case err != io.EOF:
+		case c.h == nil:
+			if c.n != c.size {
+				err = fmt.Errorf("%w: %s: %d bytes, the manifest says %d bytes", ErrCorrupt, c.what, c.n, c.size)
+			}
+		default:
 			if got := hex.EncodeToString(c.h.Sum(nil)); got != c.want || c.n != c.size {
 				err = fmt.Errorf("%w: %s: sha256 %s and %d bytes, the manifest says %s and %d bytes", ErrCorrupt, c.what, got, c.n, c.want, c.size)
 			}

@@ -61,16 +61,11 @@ func (s source) write(t *testing.T, n int) {
 // restored db's hashkv at the backup's revision.
 func restoreFromRepo(t *testing.T, r *backup.Repository, m backup.Manifest, ids []age.Identity) (string, error) {
 	t.Helper()
-	rc, err := r.Open(context.Background(), m, ids)
-	if err != nil {
-		return "", err
-	}
-	defer rc.Close()
 	dir := filepath.Join(t.TempDir(), "restored.etcd")
-	_, err = restore.RestoreFrom(context.Background(), restore.Config{
+	_, err := r.Restore(context.Background(), m, ids, restore.Config{
 		Name: "r", PeerURLs: []string{"http://127.0.0.1:2380"}, InitialCluster: "r=http://127.0.0.1:2380",
 		InitialClusterToken: "t", DataDir: dir,
-	}, rc, "backup "+m.ID, m.Size)
+	})
 	return dir, err
 }
 
@@ -354,6 +349,29 @@ func TestFaults(t *testing.T) {
 		}
 		if _, err := restoreFromRepo(t, r, m, nil); !errors.Is(err, backup.ErrIdentity) || !strings.Contains(err.Error(), "--identity") {
 			t.Fatalf("error %v", err)
+		}
+	})
+	t.Run("manifest's db hash differs", func(t *testing.T) {
+		// The restore hashes the db bytes once and checks them against
+		// the manifest's record before it commits anything.
+		mf := filepath.Join(local, "backups", m.ID, "manifest.json")
+		orig, err := os.ReadFile(mf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer testetcd.WriteFile(t, mf, orig)
+		other := strings.Repeat("ab", 32)
+		testetcd.WriteFile(t, mf, []byte(strings.Replace(string(orig), `"sha256": "`+m.SHA256+`"`, `"sha256": "`+other+`"`, 1)))
+		bad, err := r.Find(ctx, m.ID)
+		if err != nil || bad.SHA256 != other {
+			t.Fatalf("tampered manifest: %+v %v", bad, err)
+		}
+		dir, err := restoreFromRepo(t, r, bad, []age.Identity{id})
+		if !errors.Is(err, restore.ErrHashMismatch) || !strings.Contains(err.Error(), "manifest") {
+			t.Fatalf("restore: %v", err)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("restore left %s", dir)
 		}
 	})
 	t.Run("flipped byte", func(t *testing.T) {

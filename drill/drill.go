@@ -109,14 +109,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	peer, client := fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	dataDir := filepath.Join(scratch, "drill.etcd")
 
-	rc, err := o.Repo.Open(ctx, m, o.Identities)
-	if err != nil {
-		return nil, err
-	}
 	cfg := restore.Config{Name: "drill", PeerURLs: []string{peer}, DataDir: dataDir, InitialCluster: "drill=" + peer, InitialClusterToken: "etcdkit-drill"}
-	_, err = restore.RestoreFrom(ctx, cfg, rc, "backup "+m.ID, m.Size)
-	rc.Close()
-	if err != nil {
+	if _, err := o.Repo.Restore(ctx, m, o.Identities, cfg); err != nil {
 		return nil, fmt.Errorf("restore of backup %s: %w", m.ID, err)
 	}
 	rep.RestoreSeconds = time.Since(start).Seconds()

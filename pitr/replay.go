@@ -432,19 +432,13 @@ func (w *batchWriter) leases(attached map[string]int64, ttls map[int64]int64) (i
 // the base backup is streamed (download, decrypt, decompress, verify),
 // the log applied to the first member's db, the others copied from it.
 func Restore(ctx context.Context, repo *backup.Repository, p Plan, ids []age.Identity, cfg restore.Config) (restore.Result, Applied, error) {
-	base := p.Base()
-	rc, err := repo.Open(ctx, base, ids)
-	if err != nil {
-		return restore.Result{}, Applied{}, err
-	}
-	defer rc.Close()
 	var a Applied
 	cfg.Replay = func(ctx context.Context, path string) error {
 		var err error
 		a, err = Replay(ctx, repo, p, ids, path)
 		return err
 	}
-	res, err := restore.RestoreFrom(ctx, cfg, rc, "backup "+base.ID, base.Size)
+	res, err := repo.Restore(ctx, p.Base(), ids, cfg)
 	return res, a, err
 }
 

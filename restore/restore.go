@@ -83,6 +83,11 @@ type Config struct {
 	InitialClusterToken string
 
 	SkipHashCheck bool
+	// ExpectSHA256, when set, is what the snapshot's db bytes must hash
+	// to (a backup manifest's record of them): checked with the trailer,
+	// before anything is committed. A restore from a repository relies on
+	// it instead of hashing the stream a second time.
+	ExpectSHA256 string
 	BumpRevision  uint64 // add to the latest revision; needs MarkCompacted
 	MarkCompacted bool   // mark the bumped revision compacted
 	// BumpKubernetes bumps by KubernetesBump and marks it compacted when
@@ -420,6 +425,14 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 	case cp.HashChecked && cp.HasTrailer:
 		if err := etcdfmt.CheckTrailer(cp.Size+etcdfmt.SnapshotTrailerLen, cp.Actual, cp.Expected); err != nil {
 			return res, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if cfg.ExpectSHA256 != "" {
+		if !cp.HashChecked || !cp.HasTrailer {
+			return res, fmt.Errorf("%s: %w: the db bytes were not hashed, so they cannot be checked against the manifest", name, ErrHashMismatch)
+		}
+		if got := hex.EncodeToString(cp.Actual[:]); got != cfg.ExpectSHA256 {
+			return res, fmt.Errorf("%s: %w: the db bytes hash to %s, the manifest says %s", name, ErrHashMismatch, got, cfg.ExpectSHA256)
 		}
 	}
 	m, err := boltpage.ReadMeta(targets[0].db)

@@ -144,15 +144,10 @@ func restoreFromRepo(c *cli.Context, cfg restore.Config) error {
 	if err != nil {
 		return err
 	}
-	rc, err := r.Open(c.Context, m, ids)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
 	bar := newProgress(c.App.ErrWriter, "restoring")
 	cfg.Progress = bar.Report
 	name := "backup " + m.ID
-	res, err := restore.RestoreFrom(c.Context, cfg, rc, name, m.Size)
+	res, err := r.Restore(c.Context, m, ids, cfg)
 	bar.Done()
 	if err != nil {
 		return err
