@@ -87,7 +87,7 @@ type Config struct {
 	// to (a backup manifest's record of them): checked with the trailer,
 	// before anything is committed. A restore from a repository relies on
 	// it instead of hashing the stream a second time.
-	ExpectSHA256 string
+	ExpectSHA256  string
 	BumpRevision  uint64 // add to the latest revision; needs MarkCompacted
 	MarkCompacted bool   // mark the bumped revision compacted
 	// BumpKubernetes bumps by KubernetesBump and marks it compacted when
