@@ -170,3 +170,34 @@ func FuzzParseManifest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseSegment: any bytes at any name are a segment manifest or
+// ErrCorrupt, never a panic; an accepted one's data object lies in its own
+// directory under logs/, and its revisions are consistent.
+func FuzzParseSegment(f *testing.F) {
+	good := `{"name":"logs/00000000000000000005-00000000000000000007-0a1b2c3d/","first":5,"last":7,"events":4,` +
+		`"object":"logs/00000000000000000005-00000000000000000007-0a1b2c3d/segment.log.zst","compression":"zstd",` +
+		`"sha256":"` + strings.Repeat("ab", 32) + `","storedSha256":"` + strings.Repeat("cd", 32) + `","size":10,"storedSize":9}`
+	f.Add("logs/00000000000000000005-00000000000000000007-0a1b2c3d/manifest.json", []byte(good))
+	f.Add("logs/00000000000000000005-00000000000000000007-0a1b2c3d/manifest.json", []byte(strings.Replace(good, "segment.log.zst", "../../x", 1)))
+	f.Add("logs/x/manifest.json", []byte(`{"name":"logs/x/","gap":true,"first":3,"last":1}`))
+	f.Add("m", []byte(`[`))
+	f.Fuzz(func(t *testing.T, name string, b []byte) {
+		s, err := backup.ParseSegment(name, bytes.NewReader(b))
+		if err != nil {
+			if !errors.Is(err, backup.ErrCorrupt) {
+				t.Fatalf("unexpected error class: %v", err)
+			}
+			return
+		}
+		if name != s.Name+"manifest.json" || !strings.HasPrefix(s.Name, "logs/") || repo.CheckName(s.Name+"manifest.json") != nil {
+			t.Fatalf("accepted segment %q at %q", s.Name, name)
+		}
+		if s.First < 1 || s.Last < s.First-1 {
+			t.Fatalf("accepted revisions %d..%d", s.First, s.Last)
+		}
+		if s.Object != "" && (!strings.HasPrefix(s.Object, s.Name) || repo.CheckName(s.Object) != nil) {
+			t.Fatalf("accepted segment %q with object %q", s.Name, s.Object)
+		}
+	})
+}

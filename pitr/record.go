@@ -207,7 +207,7 @@ func (d *decoder) next(rec *Record) error {
 			return bad("event", err)
 		}
 		if err := parseEvent(d.buf, &rec.Event); err != nil {
-			return bad("event", err)
+			return fmt.Errorf("%s: %w: event: %v", d.name, ErrFormat, err)
 		}
 	default:
 		return bad(fmt.Sprintf("record kind %q", kind), nil)

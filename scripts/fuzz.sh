@@ -13,6 +13,8 @@ targets=(
   verify:FuzzSnapFile
   backup:FuzzParseManifest
   backup:FuzzDecide
+  backup:FuzzParseSegment
+  pitr:FuzzRecords
   defrag:FuzzParseRule
   repo:FuzzParseURL
   inspect:FuzzGet
