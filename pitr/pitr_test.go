@@ -523,7 +523,24 @@ func TestConsolidateGapsDamage(t *testing.T) {
 	if names := testetcd.DirNames(t, out); len(names) != 0 {
 		t.Fatalf("a failed restore left %v", names)
 	}
+	// backup check re-reads the segments too, and names the damaged one.
+	checked, err := l.repo.Check(ctx, "", nil)
+	if !errors.Is(err, backup.ErrCorrupt) {
+		t.Fatalf("check over a damaged segment: %v", err)
+	}
+	found := false
+	for _, r := range checked {
+		if r.ID == strings.TrimSuffix(last.Name, "/") {
+			found = !r.OK && r.Content == "log segment"
+		}
+	}
+	if !found {
+		t.Fatalf("check results %+v do not fail segment %s", checked, last.Name)
+	}
 	testetcd.WriteFile(t, obj, orig)
+	if _, err := l.repo.Check(ctx, "", nil); err != nil {
+		t.Fatalf("check after the repair: %v", err)
+	}
 
 	// A missing segment: revisions past it are out of reach.
 	var inside backup.Segment

@@ -138,7 +138,7 @@ func backupCommand() *cli.Command {
 				Action: withRepo(runBackupList),
 			}),
 			leaf(&cli.Command{
-				Name: "check", Usage: "re-read backups (all, or ID) and verify them against their manifests", ArgsUsage: "[ID]",
+				Name: "check", Usage: "re-read backups (all, or ID) and verify them against their manifests; without ID the revision log's segments too", ArgsUsage: "[ID]",
 				Flags:  []cli.Flag{flagRepo, flagIdentity},
 				Action: withRepo(runBackupCheck),
 			}),
