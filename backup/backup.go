@@ -82,14 +82,19 @@ func (m Manifest) dir() string { return prefix + m.ID + "/" }
 // objectName is where a backup's data lives: backups/<id>/snapshot.db,
 // with .zst when compressed and .age when encrypted. Nothing else is.
 func (m Manifest) objectName() string {
-	name := m.dir() + "snapshot.db"
-	if m.Compression == "zstd" {
-		name += ".zst"
+	return dataName(m.dir()+"snapshot.db", m.Compression, m.Encryption)
+}
+
+// dataName is a stored object's name: base, with .zst when compressed and
+// .age when encrypted (backups and log segments alike).
+func dataName(base, compression, encryption string) string {
+	if compression == "zstd" {
+		base += ".zst"
 	}
-	if m.Encryption == "age" {
-		name += ".age"
+	if encryption == "age" {
+		base += ".age"
 	}
-	return name
+	return base
 }
 
 // idPattern is the form of every backup ID: the snapshot's UTC time and a
@@ -487,7 +492,7 @@ func (r *Repository) openObject(ctx context.Context, ref objectRef, identities [
 	if err != nil {
 		return nil, err
 	}
-	stored := &checkedReader{r: rc, h: sha256.New(), want: ref.storedSHA256, size: ref.storedSize, what: "stored object " + ref.object}
+	stored := storedCheck(ref.object, ref.storedSHA256, ref.storedSize)(rc)
 	var plain io.Reader = stored
 	if ref.encryption == "age" {
 		if len(identities) == 0 {
@@ -625,9 +630,17 @@ func (c *checkedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// storedCheck checks a stored object (a backup's, a segment's) against its
+// manifest's sha256 and size as it is read.
+func storedCheck(object, want string, size int64) func(io.Reader) *checkedReader {
+	return func(r io.Reader) *checkedReader {
+		return &checkedReader{r: r, h: sha256.New(), want: want, size: size, what: "stored object " + object}
+	}
+}
+
 // storedReader checks a backup's stored object as it is read.
 func storedReader(r io.Reader, m Manifest) *checkedReader {
-	return &checkedReader{r: r, h: sha256.New(), want: m.StoredSHA256, size: m.StoredSize, what: "stored object " + m.Object}
+	return storedCheck(m.Object, m.StoredSHA256, m.StoredSize)(r)
 }
 
 // drain reads the rest of the stream (a decompressor may stop before the

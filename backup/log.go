@@ -70,14 +70,7 @@ func segmentDir(first, last int64, nonce string) string {
 }
 
 func (s Segment) objectName() string {
-	name := s.Name + segmentData
-	if s.Compression == "zstd" {
-		name += ".zst"
-	}
-	if s.Encryption == "age" {
-		name += ".age"
-	}
-	return name
+	return dataName(s.Name+segmentData, s.Compression, s.Encryption)
 }
 
 var segmentPattern = regexp.MustCompile(`^logs/([0-9]{20})-([0-9]{20})-([0-9a-f]{8})/$`)

@@ -139,9 +139,7 @@ func (r *Repository) checkSegments(ctx context.Context, identities []age.Identit
 
 // segmentStored checks a segment's stored object as it is read.
 func segmentStored(s Segment) func(io.Reader) *checkedReader {
-	return func(rc io.Reader) *checkedReader {
-		return &checkedReader{r: rc, h: sha256.New(), want: s.StoredSHA256, size: s.StoredSize, what: "stored object " + s.Object}
-	}
+	return storedCheck(s.Object, s.StoredSHA256, s.StoredSize)
 }
 
 func (r *Repository) checkContent(ctx context.Context, m *Manifest, identities []age.Identity) error {
@@ -216,23 +214,12 @@ func (r *Repository) copyStored(ctx context.Context, object string, check func(i
 // CopyTo copies the backups dst lacks into dst (a second site): the data
 // object streamed and checked against the manifest, then the manifest.
 func (r *Repository) CopyTo(ctx context.Context, dst *Repository) ([]Manifest, error) {
-	src, err := r.List(ctx)
+	todo, err := lacking(ctx, r.List, dst.List, func(m Manifest) string { return m.ID })
 	if err != nil {
 		return nil, err
-	}
-	have, err := dst.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	exists := map[string]bool{}
-	for _, m := range have {
-		exists[m.ID] = true
 	}
 	var copied []Manifest
-	for _, m := range src {
-		if exists[m.ID] {
-			continue
-		}
+	for _, m := range todo {
 		err := r.copyStored(ctx, m.Object, func(rc io.Reader) *checkedReader { return storedReader(rc, m) }, dst)
 		for _, a := range m.Attachments {
 			if err == nil {
@@ -259,23 +246,12 @@ func (r *Repository) CopyTo(ctx context.Context, dst *Repository) ([]Manifest, e
 // dst, as CopyTo copies backups: the data checked against its manifest,
 // the manifest last. It returns the names copied.
 func (r *Repository) CopySegmentsTo(ctx context.Context, dst *Repository) ([]string, error) {
-	src, err := r.Segments(ctx)
+	todo, err := lacking(ctx, r.Segments, dst.Segments, func(s Segment) string { return s.Name })
 	if err != nil {
 		return nil, err
-	}
-	have, err := dst.Segments(ctx)
-	if err != nil {
-		return nil, err
-	}
-	exists := map[string]bool{}
-	for _, s := range have {
-		exists[s.Name] = true
 	}
 	var copied []string
-	for _, s := range src {
-		if exists[s.Name] {
-			continue
-		}
+	for _, s := range todo {
 		if s.Object != "" {
 			if err := r.copyStored(ctx, s.Object, segmentStored(s), dst); err != nil {
 				if !errors.Is(err, ErrCorrupt) {
@@ -290,4 +266,27 @@ func (r *Repository) CopySegmentsTo(ctx context.Context, dst *Repository) ([]str
 		copied = append(copied, s.Name)
 	}
 	return copied, nil
+}
+
+// lacking lists what the source holds and the destination does not, by key.
+func lacking[T any](ctx context.Context, src, dst func(context.Context) ([]T, error), key func(T) string) ([]T, error) {
+	all, err := src(ctx)
+	if err != nil {
+		return nil, err
+	}
+	have, err := dst(ctx)
+	if err != nil {
+		return nil, err
+	}
+	exists := map[string]bool{}
+	for _, x := range have {
+		exists[key(x)] = true
+	}
+	var out []T
+	for _, x := range all {
+		if !exists[key(x)] {
+			out = append(out, x)
+		}
+	}
+	return out, nil
 }
