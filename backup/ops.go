@@ -80,15 +80,7 @@ func (r *Repository) Check(ctx context.Context, id string, identities []age.Iden
 		if err == nil {
 			err = r.writeManifest(ctx, m)
 		}
-		if err != nil {
-			res.Error = err.Error()
-			if firstErr == nil {
-				firstErr = err
-			}
-		} else {
-			res.OK = true
-		}
-		out = append(out, res)
+		out = append(out, res.outcome(err, &firstErr))
 	}
 	if id == "" {
 		segs, err := r.checkSegments(ctx, identities)
@@ -98,6 +90,19 @@ func (r *Repository) Check(ctx context.Context, id string, identities []age.Iden
 		}
 	}
 	return out, firstErr
+}
+
+// outcome records err (nil: the check passed) and keeps the first error.
+func (res CheckResult) outcome(err error, first *error) CheckResult {
+	if err != nil {
+		res.Error = err.Error()
+		if *first == nil {
+			*first = err
+		}
+		return res
+	}
+	res.OK = true
+	return res
 }
 
 // checkSegments re-reads every log segment: its stored object's sha256,
@@ -124,15 +129,7 @@ func (r *Repository) checkSegments(ctx context.Context, identities []age.Identit
 				rc.Close()
 			}
 		}
-		if err != nil {
-			res.Error = err.Error()
-			if firstErr == nil {
-				firstErr = err
-			}
-		} else {
-			res.OK = true
-		}
-		out = append(out, res)
+		out = append(out, res.outcome(err, &firstErr))
 	}
 	return out, firstErr
 }
