@@ -102,7 +102,7 @@ func (r *Repository) attach(ctx context.Context, m *Manifest, paths []string, re
 			a := Attachment{Name: filepath.Base(p), Mode: uint32(fi.Mode().Perm())}
 			a.Object = m.attachmentObject(i, a.Name)
 			var st stored
-			st, err = r.put(ctx, a.Object, f, "none", recipients, nil)
+			st, err = r.put(ctx, a.Object, f, "none", recipients, nil, false)
 			a.SHA256, a.Size, a.StoredSHA256, a.StoredSize = st.raw, st.rawSize, st.stored, st.storedSize
 			if err == nil {
 				m.Attachments = append(m.Attachments, a)

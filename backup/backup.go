@@ -17,7 +17,6 @@ import (
 	"hash"
 	"io"
 	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -29,7 +28,6 @@ import (
 
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
-	"github.com/etcdkit/etcdkit/internal/fsutil"
 	"github.com/etcdkit/etcdkit/repo"
 	"github.com/etcdkit/etcdkit/save"
 )
@@ -183,7 +181,7 @@ func Open(ctx context.Context, url string) (*Repository, error) {
 type CreateOptions struct {
 	Compression string          // "zstd" (default) or "none"
 	Recipients  []age.Recipient // encrypt to these when set
-	TempDir     string          // where the snapshot is staged (default: the system's)
+	TempDir     string          // where a consolidation builds its db (default: the system's)
 	// Verify re-reads the stored object after the upload and checks it.
 	Verify   bool
 	Progress func(done, total int64)
@@ -215,14 +213,6 @@ func (r *Repository) Create(ctx context.Context, c *cluster.Cluster, opts Create
 	if err := CheckAttachments(opts); err != nil {
 		return Manifest{}, err
 	}
-	// Staged on disk until the snapshot is checked; a run killed here
-	// leaves the directory, which the next run removes (MkdirTemp).
-	dir, err := fsutil.MkdirTemp(opts.TempDir, "etcdkit-backup-")
-	if err != nil {
-		return Manifest{}, err
-	}
-	defer os.RemoveAll(dir)
-	file := filepath.Join(dir, "snapshot.db")
 	var rnd [3]byte
 	rand.Read(rnd[:])
 	m := Manifest{ID: time.Now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(rnd[:]), Compression: opts.Compression}
@@ -230,20 +220,21 @@ func (r *Repository) Create(ctx context.Context, c *cluster.Cluster, opts Create
 		m.Encryption = "age"
 	}
 	m.Object = m.objectName()
-	// The snapshot streams into the upload (zstd, age, the store) as it
-	// arrives; the upload ends while the snapshot's content is checked
-	// (HashKV against the member's); the manifest, written last, needs
-	// both.
+	// One pass, nothing on disk: the snapshot streams into the upload
+	// (zstd, age, the store) while its trailer and facts are read on the
+	// way; the upload ends while the member is asked for its HashKV; the
+	// manifest, written last, needs both.
 	pr, pw := io.Pipe()
 	putDone := make(chan error, 1)
+	var rawSize int64
 	go func() {
-		p, err := r.put(ctx, m.Object, pr, m.Compression, opts.Recipients, opts.Uploaded)
-		m.RawSHA256, m.StoredSHA256, m.StoredSize = p.raw, p.stored, p.storedSize
+		p, err := r.put(ctx, m.Object, pr, m.Compression, opts.Recipients, opts.Uploaded, true)
+		m.StoredSHA256, m.StoredSize, rawSize = p.stored, p.storedSize, p.rawSize
 		pr.CloseWithError(err)
 		putDone <- err
 	}()
 	uploadErr := sync.OnceValue(func() error { return <-putDone })
-	sm, err := save.Snapshot(ctx, c, file, save.Options{Progress: opts.Progress, Tee: pw, Alongside: func(context.Context, string) error {
+	sm, err := save.Stream(ctx, c, pw, save.Options{Progress: opts.Progress, Done: func() error {
 		pw.Close() // the whole snapshot went through
 		return uploadErr()
 	}})
@@ -254,7 +245,11 @@ func (r *Repository) Create(ctx context.Context, c *cluster.Cluster, opts Create
 		}
 		return m, err
 	}
-	m.Manifest = sm
+	m.Manifest, m.RawSHA256 = sm, sm.FileSHA256
+	if rawSize != sm.Size {
+		r.Store.Delete(context.WithoutCancel(ctx), m.Object)
+		return m, fmt.Errorf("%d bytes stored, the snapshot has %d", rawSize, sm.Size)
+	}
 	if err := r.attach(ctx, &m, opts.Attachments, opts.Recipients); err != nil {
 		r.Store.Delete(context.WithoutCancel(ctx), m.Object)
 		return m, err
@@ -288,7 +283,7 @@ func (r *Repository) StoreFile(ctx context.Context, path string, sm save.Manifes
 		m.Encryption = "age"
 	}
 	m.Object = m.objectName()
-	p, err := r.put(ctx, m.Object, f, m.Compression, opts.Recipients, opts.Uploaded)
+	p, err := r.put(ctx, m.Object, f, m.Compression, opts.Recipients, opts.Uploaded, false)
 	if err != nil {
 		return m, err
 	}
@@ -312,9 +307,14 @@ type stored struct {
 
 // put streams src through compression and age into the object, hashing
 // the raw and the stored bytes on the way; a failed upload is removed.
-func (r *Repository) put(ctx context.Context, object string, src io.Reader, compression string, recipients []age.Recipient, uploaded func(int64)) (stored, error) {
+// A caller that hashes the raw bytes itself (Create: etcd's trailer check
+// already hashes them) passes rawHashed, and the raw sha256 is left empty.
+func (r *Repository) put(ctx context.Context, object string, src io.Reader, compression string, recipients []age.Recipient, uploaded func(int64), rawHashed bool) (stored, error) {
 	pr, pw := io.Pipe()
 	rawHash, storedHash := &countingHash{h: sha256.New()}, &countingHash{h: sha256.New(), report: uploaded}
+	if rawHashed {
+		rawHash.h = nil
+	}
 	go func() {
 		pw.CloseWithError(encode(io.MultiWriter(pw, storedHash), io.TeeReader(src, rawHash), compression, recipients))
 	}()
@@ -323,10 +323,14 @@ func (r *Repository) put(ctx context.Context, object string, src io.Reader, comp
 		r.Store.Delete(context.WithoutCancel(ctx), object)
 		return stored{}, err
 	}
-	return stored{
-		raw: hex.EncodeToString(rawHash.h.Sum(nil)), rawSize: rawHash.n,
-		stored: hex.EncodeToString(storedHash.h.Sum(nil)), storedSize: storedHash.n,
-	}, nil
+	st := stored{
+		rawSize: rawHash.n,
+		stored:  hex.EncodeToString(storedHash.h.Sum(nil)), storedSize: storedHash.n,
+	}
+	if rawHash.h != nil {
+		st.raw = hex.EncodeToString(rawHash.h.Sum(nil))
+	}
+	return st, nil
 }
 
 // encode writes src to dst compressed and encrypted as asked.
@@ -372,6 +376,9 @@ func (c *countingHash) Write(p []byte) (int, error) {
 	c.n += int64(len(p))
 	if c.report != nil {
 		c.report(c.n)
+	}
+	if c.h == nil {
+		return len(p), nil
 	}
 	return c.h.Write(p)
 }

@@ -145,7 +145,7 @@ func (r *Repository) PutSegment(ctx context.Context, seg Segment, data io.Reader
 	if opts.Uploaded != nil {
 		uploaded = func(n int64) { opts.Uploaded(seg, n) }
 	}
-	p, err := r.put(ctx, seg.Object, data, seg.Compression, opts.Recipients, uploaded)
+	p, err := r.put(ctx, seg.Object, data, seg.Compression, opts.Recipients, uploaded, false)
 	if err != nil {
 		return seg, err
 	}

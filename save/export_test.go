@@ -1,5 +1,7 @@
 package save
 
-// SetBeforeCrossCheck lets the tests change a saved file before its HashKV
-// is compared with the member's.
-func SetBeforeCrossCheck(fn func(path string)) { beforeCrossCheck = fn }
+import "io"
+
+// SetStreamHook lets the tests replace the snapshot stream before it is
+// read.
+func SetStreamHook(fn func(io.Reader) io.Reader) { streamHook = fn }

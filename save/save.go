@@ -14,11 +14,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdkit/etcdkit/cluster"
+	"github.com/etcdkit/etcdkit/hashkv"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
 	"github.com/etcdkit/etcdkit/internal/fsutil"
 )
@@ -44,6 +46,9 @@ type Manifest struct {
 	Keys   int64  `json:"keys,omitzero"`
 	Leases int64  `json:"leases,omitzero"`
 	HashKV HashKV `json:"hashKV,omitzero"`
+	// FileSHA256 is the sha256 of the whole stream, trailer included
+	// (what the backup repository records as rawSha256).
+	FileSHA256 string `json:"-"`
 }
 
 // manifestPath is where the manifest of the snapshot at path is written.
@@ -67,22 +72,17 @@ func ReadManifest(path string) (Manifest, error) {
 	return m, nil
 }
 
-// Options tune Save.
+// Options tune Snapshot and Stream.
 type Options struct {
 	// Progress, when set, is called with the bytes received and the
 	// member's db size (an estimate of the total).
 	Progress func(done, total int64)
-	// Tee, when set, also receives every byte of the snapshot as it
-	// arrives (before the trailer is checked): the backup repository
-	// compresses and uploads it meanwhile. Its write error fails the save.
-	Tee io.Writer
-	// Alongside, when set, runs once the file is complete (its trailer
-	// checked, synced) under its temporary name, while its content is
-	// checked (revision, keys, leases, HashKV against the member): the
-	// backup repository uploads it meanwhile. It must only read the file.
-	// Its error fails the save; a failed check cancels its context, and
-	// Snapshot returns only after it returned.
-	Alongside func(ctx context.Context, path string) error
+	// Done, when set, runs once the whole snapshot went through the
+	// writer and its trailer matched, while the member is asked for its
+	// HashKV and key count: the file's fsync, the end of an upload. Its
+	// error fails the snapshot; the checks' failure is returned after it
+	// returned.
+	Done func() error
 }
 
 // ErrNoMember reports that no member can serve a snapshot.
@@ -98,17 +98,68 @@ func Timeout(command time.Duration, size int64) time.Duration {
 	return command + 30*time.Second + time.Duration(size/minRate)*time.Second
 }
 
-// beforeCrossCheck, set by tests, changes the saved file before its HashKV
-// is checked against the member's.
-var beforeCrossCheck func(path string)
+// streamHook, set by tests, replaces the snapshot stream before it is
+// read.
+var streamHook func(io.Reader) io.Reader
 
-// Save streams a snapshot from the member named by the only endpoint, or
-// else from the healthy member with the highest applied index, to path:
-// into a unique hidden sibling (.<name>.etcdkit-part-<pid>-<random>),
-// checking the server's sha256 trailer on the way, fsynced and renamed. The
-// snapshot's HashKV at its revision must equal the member's (ErrHashKVMismatch
-// otherwise, and nothing is kept). The manifest is written beside it.
+// Snapshot streams a snapshot (see Stream) to path: into a unique hidden
+// sibling (.<name>.etcdkit-part-<pid>-<random>), fsynced and renamed once
+// it is checked, with its manifest beside it (FILE.json). On any failure
+// nothing is kept.
 func Snapshot(ctx context.Context, c *cluster.Cluster, path string, opts Options) (Manifest, error) {
+	// A unique hidden sibling, created exclusively: two saves of the same
+	// file never write into one temporary.
+	part, err := fsutil.TempSibling(path, fsutil.PartMarker)
+	if err != nil {
+		return Manifest{}, err
+	}
+	f, err := os.OpenFile(part, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return Manifest{}, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(part)
+		}
+	}()
+	then := opts.Done
+	opts.Done = func() error {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("fsync %s: %w", part, err)
+		}
+		if then != nil {
+			return then()
+		}
+		return nil
+	}
+	m, err := Stream(ctx, c, f, opts)
+	if err != nil {
+		return m, err
+	}
+	m.File = filepath.Base(path)
+	if err := f.Close(); err != nil {
+		return m, err
+	}
+	if err := fsutil.RenameSynced(part, path); err != nil {
+		return m, err
+	}
+	ok = true
+	return m, writeManifest(path, m)
+}
+
+// Stream takes a snapshot from the member named by the only endpoint, or
+// else from the healthy member with the highest applied index, and writes
+// it to w as it arrives, checking etcd's sha256 trailer and reading its
+// facts on the way, with nothing on disk: its revision (its key bucket's
+// last entry, never a separate request, which would race with writes),
+// its leases and its HashKV, which must equal the member's
+// (ErrHashKVMismatch otherwise). The member's hash is asked for at the
+// revision it had just before the stream, while the stream runs; the
+// snapshot's own at its revision is recorded for restore drills. Its live
+// keys at its revision are the member's count.
+func Stream(ctx context.Context, c *cluster.Cluster, w io.Writer, opts Options) (Manifest, error) {
 	src, err := pickMember(ctx, c)
 	if err != nil {
 		return Manifest{}, err
@@ -120,42 +171,38 @@ func Snapshot(ctx context.Context, c *cluster.Cluster, path string, opts Options
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(ctx, Timeout(c.Timeout(), src.DBSize))
 	defer cancel()
-
 	m := Manifest{
-		File: filepath.Base(path), Time: time.Now().UTC(), Endpoint: src.Endpoint, MemberID: src.ID, MemberName: src.Name,
+		File: "snapshot.db", Time: time.Now().UTC(), Endpoint: src.Endpoint, MemberID: src.ID, MemberName: src.Name,
 		EtcdVersion: src.Version, StorageVersion: src.StorageVersion,
 	}
-	// A unique hidden sibling, created exclusively: two saves of the same
-	// file never write into one temporary.
-	part, err := fsutil.TempSibling(path, fsutil.PartMarker)
+	checkRev, compactRev, err := probe(ctx, cli)
 	if err != nil {
-		return m, err
+		return m, fmt.Errorf("snapshot from %s: %w", src.Endpoint, err)
 	}
-	f, err := os.OpenFile(part, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return m, err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(part)
-		}
+	// The member hashes its store at checkRev while the stream runs.
+	hashed := make(chan memberHash, 1)
+	go func() {
+		resp, err := cli.HashKV(ctx, src.Endpoint, checkRev)
+		hashed <- memberHash{checkRev, resp, err}
 	}()
+	member := sync.OnceValue(func() memberHash { return <-hashed })
+	defer member()
+
 	rc, err := cli.Snapshot(ctx)
 	if err != nil {
 		return m, fmt.Errorf("snapshot from %s: %w", src.Endpoint, err)
 	}
 	defer rc.Close()
-	tw := etcdfmt.NewTrailerWriter()
-	var w io.Writer = io.MultiWriter(f, tw)
-	if opts.Tee != nil {
-		w = io.MultiWriter(f, tw, opts.Tee)
+	var in io.Reader = rc
+	if streamHook != nil {
+		in = streamHook(rc)
 	}
+	tw, facts := etcdfmt.NewTrailerWriter(), newStreamFacts(checkRev, compactRev)
+	var check io.Writer = io.MultiWriter(tw, facts)
 	if opts.Progress != nil {
-		w = &progressWriter{w: w, total: src.DBSize, fn: opts.Progress}
+		check = &progressWriter{w: check, total: src.DBSize, fn: opts.Progress}
 	}
-	n, err := io.CopyBuffer(w, rc, make([]byte, 1<<20))
+	n, err := fanOut(in, w, check)
 	if err != nil {
 		return m, fmt.Errorf("snapshot from %s after %d bytes: %w", src.Endpoint, n, err)
 	}
@@ -163,50 +210,39 @@ func Snapshot(ctx context.Context, c *cluster.Cluster, path string, opts Options
 	if err != nil {
 		return m, fmt.Errorf("snapshot from %s: %w", src.Endpoint, err)
 	}
-	if err := f.Sync(); err != nil {
-		return m, fmt.Errorf("fsync %s: %w", part, err)
-	}
-	if err := f.Close(); err != nil {
-		return m, err
-	}
-	m.Size, m.SHA256 = n, hex.EncodeToString(sum[:])
-	var along chan error
-	actx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if opts.Alongside != nil {
-		along = make(chan error, 1)
-		go func() { along <- opts.Alongside(actx, part) }()
-	}
-	err = checkContent(ctx, c, cli, src.Endpoint, part, &m)
-	if along != nil {
-		if err != nil {
-			cancel()
-		}
-		if aerr := <-along; err == nil {
-			err = aerr
-		}
-	}
+	whole, err := tw.FileSum()
 	if err != nil {
 		return m, err
 	}
-	if err := fsutil.RenameSynced(part, path); err != nil {
-		return m, err
+	m.Size, m.SHA256, m.FileSHA256 = n, hex.EncodeToString(sum[:]), hex.EncodeToString(whole[:])
+	done := make(chan error, 1)
+	go func() {
+		if opts.Done == nil {
+			done <- nil
+			return
+		}
+		done <- opts.Done()
+	}()
+	err = checkStream(ctx, c, cli, src.Endpoint, facts, member, &m)
+	if derr := <-done; derr != nil {
+		return m, derr
 	}
-	ok = true
-	return m, writeManifest(path, m)
+	return m, err
 }
 
-// checkContent reads the saved file's revision, keys and leases, compares
-// its HashKV with the member's and records the cluster's ID.
-func checkContent(ctx context.Context, c *cluster.Cluster, cli *clientv3.Client, endpoint, part string, m *Manifest) error {
-	var err error
-	if m.Revision, m.Keys, m.Leases, err = Facts(part); err != nil {
+// checkStream joins the stream's facts, compares its HashKV with the
+// member's, counts its keys and records the cluster's ID.
+func checkStream(ctx context.Context, c *cluster.Cluster, cli *clientv3.Client, endpoint string, facts *streamFacts, member func() memberHash, m *Manifest) error {
+	f, err := facts.finish()
+	raced := errors.Is(err, hashkv.ErrCompactionRaced)
+	if err != nil && !raced {
 		return fmt.Errorf("snapshot from %s: %w", endpoint, err)
 	}
-	if beforeCrossCheck != nil {
-		beforeCrossCheck(part)
+	m.Revision, m.Leases = f.Revision, f.Leases
+	if m.HashKV, err = compareHash(endpoint, f.PageResult, raced, member()); err != nil {
+		return err
 	}
-	if m.HashKV, err = crossCheck(ctx, cli, endpoint, part, m.Revision); err != nil {
+	if m.Keys, err = countKeys(ctx, cli, endpoint, m.Revision); err != nil {
 		return err
 	}
 	m.ClusterID, err = clusterID(ctx, c)

@@ -1,10 +1,12 @@
 package save_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -83,7 +85,9 @@ func TestSave(t *testing.T) {
 			if hex.EncodeToString(b[len(b)-32:]) != m.SHA256 {
 				t.Errorf("manifest sha256 %s is not the trailer", m.SHA256)
 			}
-			if got, err := save.ReadManifest(path); err != nil || got != m {
+			onDisk := m
+			onDisk.FileSHA256 = "" // not written: the repository records it
+			if got, err := save.ReadManifest(path); err != nil || got != onDisk {
 				t.Errorf("manifest on disk %+v %v, want %+v", got, err, m)
 			}
 			if left := testetcd.Must(filepath.Glob(filepath.Join(filepath.Dir(path), ".*etcdkit-part*")))(t); len(left) > 0 {
@@ -101,10 +105,19 @@ func TestSave(t *testing.T) {
 			if err != nil || srv.Hash != hk.Hash {
 				t.Errorf("hashkv at %d: file %d, server %d (%v)", m.Revision, hk.Hash, srv.Hash, err)
 			}
-			// The manifest's evidence: the same hash, compared with the
-			// member's, and the key and lease counts at the revision.
-			if h := m.HashKV; !h.Compared || h.Hash != hk.Hash || h.Server != srv.Hash || h.Revision != m.Revision {
-				t.Errorf("manifest HashKV %+v, file %d, server %d", h, hk.Hash, srv.Hash)
+			// The manifest's evidence: the same hash, and the member's at
+			// the revision it had when the stream started (under load,
+			// before the snapshot's), compared with the file's there; and
+			// the key and lease counts at the revision.
+			h := m.HashKV
+			hkCheck := testetcd.Must(hashkv.Compute(path, h.CheckRevision, time.Second))(t)
+			srvCheck, err := cli.HashKV(testetcd.Ctx(t, 30*time.Second), cl.Endpoints()[0], h.CheckRevision)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !h.Compared || h.Hash != hk.Hash || h.Revision != m.Revision || h.CheckRevision == 0 || h.CheckRevision > m.Revision ||
+				h.Server != srvCheck.Hash || h.Server != hkCheck.Hash {
+				t.Errorf("manifest HashKV %+v, file %d (at %d: %d), server at %d: %d", h, hk.Hash, h.CheckRevision, hkCheck.Hash, h.CheckRevision, srvCheck.Hash)
 			}
 			count, err := cli.Get(testetcd.Ctx(t, 30*time.Second), "", clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithRev(m.Revision))
 			if err != nil {
@@ -177,10 +190,10 @@ func TestSaveConcurrent(t *testing.T) {
 	}
 }
 
-// TestSaveRefusesForeignSnapshot: a snapshot file that is not what the
-// member holds (here: replaced, before the check, by a snapshot of another
-// cluster with the same revisions and one different value) is refused with
-// ErrHashKVMismatch, and nothing is kept.
+// TestSaveRefusesForeignSnapshot: a snapshot stream that is not what the
+// member holds (here: replaced by a snapshot of another cluster with the
+// same revisions and one different value, its trailer intact) is refused
+// with ErrHashKVMismatch, and nothing is kept.
 func TestSaveRefusesForeignSnapshot(t *testing.T) {
 	ctx := context.Background()
 	write := func(m *testetcd.Member, odd string) *cluster.Cluster {
@@ -204,29 +217,24 @@ func TestSaveRefusesForeignSnapshot(t *testing.T) {
 	if _, err := save.Snapshot(ctx, cb, foreign, save.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	save.SetBeforeCrossCheck(func(path string) { testetcd.CopyFile(t, foreign, path) })
-	defer save.SetBeforeCrossCheck(nil)
+	save.SetStreamHook(func(io.Reader) io.Reader { return bytes.NewReader(testetcd.Must(os.ReadFile(foreign))(t)) })
+	defer save.SetStreamHook(nil)
 	dir := t.TempDir()
-	// What runs alongside the check (the repository's upload) has
-	// finished, its context cancelled, before the failure is returned.
-	var along atomic.Int32
-	alongside := func(ctx context.Context, path string) error {
-		<-ctx.Done()
-		along.Store(1)
-		return ctx.Err()
-	}
-	m, err := save.Snapshot(ctx, ca, filepath.Join(dir, "snap.db"), save.Options{Alongside: alongside})
-	if !errors.Is(err, save.ErrHashKVMismatch) || along.Load() != 1 {
-		t.Fatalf("error %v, want ErrHashKVMismatch (manifest %+v), alongside done %d", err, m, along.Load())
+	// Done (the repository's upload) has finished before the failure is
+	// returned.
+	var done atomic.Int32
+	m, err := save.Snapshot(ctx, ca, filepath.Join(dir, "snap.db"), save.Options{Done: func() error { time.Sleep(100 * time.Millisecond); done.Store(1); return nil }})
+	if !errors.Is(err, save.ErrHashKVMismatch) || done.Load() != 1 {
+		t.Fatalf("error %v, want ErrHashKVMismatch (manifest %+v), done %d", err, m, done.Load())
 	}
 	if e := testetcd.DirNames(t, dir); len(e) != 0 {
 		t.Errorf("left %v", e)
 	}
 }
 
-// TestSaveAlongside: Alongside reads the complete file while the content
-// is checked; its failure fails the save and nothing is kept.
-func TestSaveAlongside(t *testing.T) {
+// TestSaveDone: Done runs once the whole snapshot went through; its
+// failure fails the save and nothing is kept.
+func TestSaveDone(t *testing.T) {
 	ctx := context.Background()
 	m := testetcd.StartSingle(t)
 	if _, err := testetcd.Load(testetcd.Ctx(t, time.Minute), m.Client(t), testetcd.LoadSpec{Keys: 200, Rounds: 1, Seed: 3}); err != nil {
@@ -234,20 +242,16 @@ func TestSaveAlongside(t *testing.T) {
 	}
 	c := testetcd.Must(cluster.Connect(ctx, cluster.Config{Endpoints: []string{m.ClientURL}}))(t)
 	defer c.Close()
-	dir := t.TempDir()
-	var read [32]byte
-	path := filepath.Join(dir, "snap.db")
-	sm, err := save.Snapshot(ctx, c, path, save.Options{Alongside: func(_ context.Context, part string) error {
-		read = testetcd.FileSum(t, part)
-		return nil
-	}})
-	if err != nil || read != testetcd.FileSum(t, path) || sm.Revision == 0 {
-		t.Fatalf("save: %v, alongside read %x, file %x", err, read, testetcd.FileSum(t, path))
+	var buf bytes.Buffer
+	var at int
+	sm, err := save.Stream(ctx, c, &buf, save.Options{Done: func() error { at = buf.Len(); return nil }})
+	if err != nil || at != buf.Len() || int64(at) != sm.Size || sm.Revision == 0 || !sm.HashKV.Compared {
+		t.Fatalf("stream: %v, done at %d of %d bytes, manifest %+v", err, at, buf.Len(), sm)
 	}
 	dir2 := t.TempDir()
 	boom := errors.New("upload failed")
-	if _, err := save.Snapshot(ctx, c, filepath.Join(dir2, "snap.db"), save.Options{Alongside: func(context.Context, string) error { return boom }}); !errors.Is(err, boom) {
-		t.Fatalf("a failed alongside: %v", err)
+	if _, err := save.Snapshot(ctx, c, filepath.Join(dir2, "snap.db"), save.Options{Done: func() error { return boom }}); !errors.Is(err, boom) {
+		t.Fatalf("a failed Done: %v", err)
 	}
 	if e := testetcd.DirNames(t, dir2); len(e) != 0 {
 		t.Errorf("left %v", e)

@@ -127,7 +127,7 @@ func backupCommand() *cli.Command {
 					&cli.StringFlag{Name: "compression", Value: "zstd", Usage: "zstd or none"},
 					&cli.StringSliceFlag{Name: "encrypt-to", Usage: "age recipient (age1...) or a file of them; repeatable"},
 					&cli.BoolFlag{Name: "verify", Value: true, Usage: "re-read the stored object after the upload"},
-					&cli.StringFlag{Name: "tmp-dir", Usage: "where the snapshot is staged before the upload (default: the system's)"},
+					&cli.StringFlag{Name: "tmp-dir", Hidden: true, Usage: "no longer used: the snapshot streams into the repository with nothing on disk (accepted for old scripts)"},
 					&cli.StringSliceFlag{Name: "attach", Usage: "a file a restore also needs (encryption config, PKI, token), stored with the backup encrypted to --encrypt-to; repeatable"},
 					&cli.BoolFlag{Name: "allow-plaintext-attachments", Usage: "store --attach files without --encrypt-to (they usually hold secrets)"},
 				},
@@ -207,9 +207,10 @@ func runBackupCreate(c *cli.Context, cl *cluster.Cluster) error {
 	if err != nil {
 		return err
 	}
+	defer softMemoryLimit()()
 	bar := newProgress(c.App.ErrWriter, "snapshot")
 	m, err := r.Create(c.Context, cl, backup.CreateOptions{
-		Compression: c.String("compression"), Recipients: rs, Verify: c.Bool("verify"), TempDir: c.String("tmp-dir"),
+		Compression: c.String("compression"), Recipients: rs, Verify: c.Bool("verify"),
 		Progress: bar.Report, Attachments: c.StringSlice("attach"), AllowPlaintextAttachments: c.Bool("allow-plaintext-attachments"),
 	})
 	bar.Done()

@@ -5,6 +5,8 @@ package main
 import (
 	"os"
 	"runtime"
+
+	"github.com/etcdkit/etcdkit/cluster"
 )
 
 func main() {
@@ -12,5 +14,6 @@ func main() {
 	// busy walking a db, and the goroutine that bounds the db mapping's
 	// resident memory (internal/boltdb) must still run within milliseconds.
 	runtime.GOMAXPROCS(runtime.NumCPU() + 1)
+	cluster.UseReceivePool()
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }

@@ -46,9 +46,10 @@ func snapshotCommand() *cli.Command {
 
 // softMemoryLimit asks the Go runtime to collect garbage before the heap
 // passes 64 MiB (unless GOMEMLIMIT says otherwise), until the returned
-// function restores the previous limit: status's live-key set is a few
-// tens of MB for millions of keys, and without a limit the collector lets
-// garbage grow to as much again. It is soft: a larger live heap is never
+// function restores the previous limit: status's live-key set, or a
+// backup's zstd window and stream summary, are a few tens of MB, and
+// without a limit the collector lets garbage (a snapshot stream makes
+// much) grow to as much again. It is soft: a larger live heap is never
 // refused.
 func softMemoryLimit() (restore func()) {
 	if os.Getenv("GOMEMLIMIT") != "" {

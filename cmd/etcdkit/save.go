@@ -17,6 +17,7 @@ func saveCommand() *cli.Command {
 			"healthy member with the highest applied index. The timeout grows with the db size.",
 		ArgsUsage: "FILE",
 		Action: withClusterArgs(1, "one snapshot FILE", func(c *cli.Context, cl *cluster.Cluster) error {
+			defer softMemoryLimit()()
 			bar := newProgress(c.App.ErrWriter, "saving")
 			m, err := save.Snapshot(c.Context, cl, c.Args().First(), save.Options{Progress: bar.Report})
 			bar.Done()

@@ -85,6 +85,24 @@ func CheckTrailer(size int64, db, trailer [SnapshotTrailerLen]byte) error {
 
 // Check verifies the trailer (CheckTrailer) and returns the hash of the db
 // bytes.
+// FileSum is the sha256 of everything written, trailer included (the
+// whole file's), from the same pass: the db's hash state goes on with the
+// held-back bytes.
+func (w *TrailerWriter) FileSum() ([sha256.Size]byte, error) {
+	var sum [sha256.Size]byte
+	c, ok := w.h.(hash.Cloner)
+	if !ok {
+		return sum, fmt.Errorf("sha256 cannot be cloned")
+	}
+	h, err := c.Clone()
+	if err != nil {
+		return sum, err
+	}
+	h.Write(w.tail[:w.held])
+	copy(sum[:], h.Sum(nil))
+	return sum, nil
+}
+
 func (w *TrailerWriter) Check() ([SnapshotTrailerLen]byte, error) {
 	var sum [SnapshotTrailerLen]byte
 	copy(sum[:], w.h.Sum(nil))

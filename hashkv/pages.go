@@ -1,0 +1,331 @@
+package hashkv
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"slices"
+
+	"github.com/etcdkit/etcdkit/internal/boltpage"
+	"github.com/etcdkit/etcdkit/internal/etcdfmt"
+)
+
+// Pages computes HashKV from the key bucket's leaf pages in whatever order
+// they come (a snapshot stream brings them in file order, free pages
+// among them) and joins them at the end in the tree's order, which only
+// the whole file tells (boltpage.Stream.Walk).
+//
+// It gives two hashes: at the snapshot's own revision (known at the end:
+// its last entry's), and at CheckRevision, a revision the member was asked
+// for before the stream started, so that its answer can be computed
+// meanwhile. Entries above the compact revision go into one CRC run per
+// page (two when the page crosses CheckRevision). Entries at or below it
+// count only if their key has no newer entry (Compute's rule), which a
+// stream learns only at the end: each is kept (about 40 bytes), with the
+// newest entry of every key changed since the compaction, as the server's
+// index holds them. The compact revision must be known before the stream
+// (CompactEstimate); a snapshot whose meta bucket says a later one cannot
+// be hashed this way (ErrCompactionRaced).
+type Pages struct {
+	check, compact int64
+	ids            etcdfmt.KeyHasher
+	sums           []pageSum
+	tails          []tailSum
+	early          []earlyRec
+	newest         map[uint64]lateRec // per key: its newest entry in (compact, check]
+	over           []overRec          // entries above check (compact > 0 only)
+	scratch        []parsed
+	// The join, in the tree's order.
+	sorted bool
+	pos    map[uint32]int // page → its place in the tree, for pages with early entries
+	joined struct {
+		pages            int
+		revision         int64
+		check, rev       uint32 // the runs' CRCs up to the check revision and the snapshot's
+		checkLen, revLen int64
+	}
+	shifts map[uint32]uint32
+}
+
+// pageSum is a key-bucket leaf page's share: its entries in
+// (compact, check] as one CRC run, its last main revision, and whether it
+// holds early entries.
+type pageSum struct {
+	id       uint32
+	crc, n   uint32
+	hasEarly bool
+	last     int64
+}
+
+// tailSum is a page's run of entries above the check revision.
+type tailSum struct{ id, crc, n uint32 }
+
+type earlyRec struct {
+	id, crc, n uint32
+	idx        uint16
+	tomb       bool
+	key        uint64
+	rev        int64
+}
+
+type lateRec struct {
+	rev  int64
+	tomb bool
+}
+
+type overRec struct {
+	key  uint64
+	rev  int64
+	tomb bool
+}
+
+type parsed struct {
+	rev  etcdfmt.Revision
+	tomb bool
+	key  uint64
+}
+
+// ErrCompactionRaced reports a compaction past the estimate the stream was
+// read with: the snapshot's HashKV cannot be computed from it.
+var ErrCompactionRaced = errors.New("a compaction ran while the snapshot was taken")
+
+// NewPages prepares for a stream whose member was asked for its hash at
+// check, and whose compact revision was compact when the stream started.
+func NewPages(check, compact int64) *Pages {
+	p := &Pages{check: check, compact: compact, ids: etcdfmt.NewKeyHasher()}
+	if compact > 0 {
+		p.newest = map[uint64]lateRec{}
+	}
+	return p
+}
+
+// Page takes a leaf page; it reports false when the page is not a key
+// bucket page (a key is not a revision, or a value not a KeyValue where
+// one is needed), so the caller can keep it otherwise.
+func (p *Pages) Page(id uint64, page []byte) (bool, error) {
+	if id > math.MaxUint32 {
+		return false, fmt.Errorf("page %d: more pages than etcdkit's stream summary indexes", id)
+	}
+	p.scratch = p.scratch[:0]
+	err := boltpage.LeafEntries(page, func(flags uint32, k, v []byte) error {
+		r, tomb, err := etcdfmt.ParseRevKey(k)
+		if err != nil || flags != 0 {
+			return errNotKeyPage
+		}
+		e := parsed{rev: r, tomb: tomb}
+		if p.compact > 0 {
+			kv, err := etcdfmt.ParseKeyValue(v)
+			if err != nil {
+				return errNotKeyPage
+			}
+			e.key = p.ids.ID64(kv.Key)
+		}
+		p.scratch = append(p.scratch, e)
+		return nil
+	})
+	if err != nil || len(p.scratch) == 0 {
+		return false, nil
+	}
+	s := pageSum{id: uint32(id), last: p.scratch[len(p.scratch)-1].rev.Main}
+	var tail tailSum
+	i := 0
+	err = boltpage.LeafEntries(page, func(_ uint32, k, v []byte) error {
+		e := p.scratch[i]
+		i++
+		switch {
+		case e.rev.Main <= p.compact:
+			s.hasEarly = true
+			p.early = append(p.early, earlyRec{id: s.id, idx: uint16(i - 1), crc: crcOf(k, v), n: uint32(len(k) + len(v)), tomb: e.tomb, key: e.key, rev: e.rev.Main})
+		case e.rev.Main <= p.check:
+			s.crc, s.n = crc32.Update(crc32.Update(s.crc, castagnoli, k), castagnoli, v), s.n+uint32(len(k)+len(v))
+			if p.newest != nil {
+				if l, ok := p.newest[e.key]; !ok || e.rev.Main >= l.rev {
+					p.newest[e.key] = lateRec{rev: e.rev.Main, tomb: e.tomb}
+				}
+			}
+		default:
+			tail.crc, tail.n = crc32.Update(crc32.Update(tail.crc, castagnoli, k), castagnoli, v), tail.n+uint32(len(k)+len(v))
+			if p.newest != nil {
+				p.over = append(p.over, overRec{key: e.key, rev: e.rev.Main, tomb: e.tomb})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	p.sums = append(p.sums, s)
+	if tail.n > 0 {
+		tail.id = s.id
+		p.tails = append(p.tails, tail)
+	}
+	return true, nil
+}
+
+var errNotKeyPage = errors.New("not a key bucket page")
+
+func crcOf(k, v []byte) uint32 {
+	return crc32.Update(crc32.Update(0, castagnoli, k), castagnoli, v)
+}
+
+// PageResult is what Sum found: the key bucket's last revision, and the
+// hash at it and at the check revision.
+type PageResult struct {
+	Revision, CompactRevision int64
+	Hash                      uint32 // at Revision
+	CheckRevision             int64
+	CheckHash                 uint32 // at CheckRevision
+}
+
+// Join takes the key bucket's next leaf page in the tree's order (ids
+// from Walk); Sum ends the join. A page Page did not take is ErrDamaged
+// (boltpage's).
+func (p *Pages) Join(id uint64) error {
+	if !p.sorted {
+		slices.SortFunc(p.sums, func(a, b pageSum) int { return cmp.Compare(a.id, b.id) })
+		slices.SortFunc(p.tails, func(a, b tailSum) int { return cmp.Compare(a.id, b.id) })
+		p.sorted, p.pos = true, map[uint32]int{}
+	}
+	i, ok := slices.BinarySearchFunc(p.sums, uint32(id), func(s pageSum, id uint32) int { return cmp.Compare(s.id, id) })
+	if !ok || id > math.MaxUint32 {
+		return fmt.Errorf("%w: page %d of the key bucket does not hold revisions", boltpage.ErrDamaged, id)
+	}
+	s := p.sums[i]
+	if s.last < p.joined.revision && p.joined.pages > 0 {
+		return fmt.Errorf("%w: page %d of the key bucket is out of revision order", boltpage.ErrDamaged, id)
+	}
+	j := &p.joined
+	j.revision = s.last
+	if s.hasEarly {
+		p.pos[s.id] = j.pages
+	}
+	j.pages++
+	j.check, j.checkLen = p.combine(j.check, s.crc, s.n), j.checkLen+int64(s.n)
+	j.rev, j.revLen = p.combine(j.rev, s.crc, s.n), j.revLen+int64(s.n)
+	if i, ok := slices.BinarySearchFunc(p.tails, s.id, func(t tailSum, id uint32) int { return cmp.Compare(t.id, id) }); ok {
+		t := p.tails[i]
+		j.rev, j.revLen = p.combine(j.rev, t.crc, t.n), j.revLen+int64(t.n)
+	}
+	return nil
+}
+
+// combine is crc32Combine with the shift for each length computed once.
+func (p *Pages) combine(crc1, crc2, n uint32) uint32 {
+	if n == 0 {
+		return crc1 ^ crc2
+	}
+	if p.shifts == nil {
+		p.shifts = map[uint32]uint32{}
+	}
+	x, ok := p.shifts[n]
+	if !ok {
+		x = x2nModP(int64(n), 3)
+		if len(p.shifts) < 1<<16 {
+			p.shifts[n] = x
+		}
+	}
+	return multModP(x, crc1) ^ crc2
+}
+
+// Sum ends the join, given the compact revision the snapshot's meta
+// bucket records.
+func (p *Pages) Sum(compactRev int64) (PageResult, error) {
+	j := p.joined
+	res := PageResult{CompactRevision: compactRev, CheckRevision: p.check, Revision: j.revision}
+	if j.pages > 0 && res.Revision < p.check {
+		return res, fmt.Errorf("%w: the snapshot ends at revision %d, before %d the member had already reached", boltpage.ErrDamaged, res.Revision, p.check)
+	}
+	if compactRev > p.compact {
+		return res, fmt.Errorf("%w: the snapshot is compacted to %d, the member was at %d before it", ErrCompactionRaced, compactRev, p.compact)
+	}
+	early := p.early[:0]
+	for _, e := range p.early {
+		if _, ok := p.pos[e.id]; ok {
+			early = append(early, e)
+		}
+	}
+	slices.SortFunc(early, func(a, b earlyRec) int {
+		if c := p.pos[a.id] - p.pos[b.id]; c != 0 {
+			return c
+		}
+		return int(a.idx) - int(b.idx)
+	})
+	atCheck := p.earlyCRC(early, compactRev, p.check, p.newest)
+	atRev := atCheck
+	if len(p.over) > 0 || res.Revision > p.check {
+		newest := maps(p.newest)
+		for _, o := range p.over {
+			if o.rev > res.Revision {
+				continue // a free page reused by a write after the snapshot
+			}
+			if l, ok := newest[o.key]; !ok || o.rev >= l.rev {
+				newest[o.key] = lateRec{rev: o.rev, tomb: o.tomb}
+			}
+		}
+		atRev = p.earlyCRC(early, compactRev, res.Revision, newest)
+	}
+	res.CheckHash = crc32Combine(atCheck, j.check, j.checkLen)
+	res.Hash = crc32Combine(atRev, j.rev, j.revLen)
+	return res, nil
+}
+
+func maps(m map[uint64]lateRec) map[uint64]lateRec {
+	c := make(map[uint64]lateRec, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+// earlyCRC is the CRC, seeded with the bucket name, of the early entries
+// the key index at limit keeps, given each key's newest later entry up to
+// limit (Compute's rule): an entry at or below compactRev counts unless a
+// later entry of its key exists or it is a tombstone (when any key
+// lives), and a tombstone exactly at the compact revision never does.
+// Early entries above compactRev (the estimate was higher) are later
+// entries: they count up to limit.
+func (p *Pages) earlyCRC(early []earlyRec, compactRev, limit int64, newest map[uint64]lateRec) uint32 {
+	copied := false
+	last := map[uint64]int{} // key → index of its newest entry at or below compactRev
+	for i, e := range early {
+		switch {
+		case e.rev <= compactRev:
+			last[e.key] = i
+		case e.rev <= limit:
+			if !copied {
+				newest, copied = maps(newest), true
+			}
+			if l, ok := newest[e.key]; !ok || e.rev >= l.rev {
+				newest[e.key] = lateRec{rev: e.rev, tomb: e.tomb}
+			}
+		}
+	}
+	superseded := func(i int, e earlyRec) bool {
+		if _, ok := newest[e.key]; ok {
+			return true
+		}
+		return last[e.key] != i
+	}
+	keepAny := false
+	for _, l := range newest {
+		if !l.tomb {
+			keepAny = true
+			break
+		}
+	}
+	for i, e := range early {
+		if !keepAny && e.rev <= compactRev && !e.tomb && !superseded(i, e) {
+			keepAny = true
+		}
+	}
+	crc := crc32.Update(0, castagnoli, etcdfmt.BucketKey)
+	for i, e := range early {
+		if e.rev > limit || e.rev <= compactRev && (keepAny && (e.tomb || superseded(i, e)) || e.rev == compactRev && e.tomb) {
+			continue
+		}
+		crc = crc32Combine(crc, e.crc, int64(e.n))
+	}
+	return crc
+}
