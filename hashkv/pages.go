@@ -45,6 +45,7 @@ type Pages struct {
 		revision         int64
 		check, rev       uint32 // the runs' CRCs up to the check revision and the snapshot's
 		checkLen, revLen int64
+		delta            int64 // live keys created minus deleted above the estimate
 	}
 	shifts map[uint32]uint32
 }
@@ -56,16 +57,23 @@ type pageSum struct {
 	id       uint32
 	crc, n   uint32
 	hasEarly bool
-	last     int64
+	// delta is the change in live keys its later entries make: +1 for
+	// each key created (version 1), -1 for each deletion (tombstone).
+	delta int32
+	last  int64
 }
 
 // tailSum is a page's run of entries above the check revision.
-type tailSum struct{ id, crc, n uint32 }
+type tailSum struct {
+	id, crc, n uint32
+	delta      int32
+}
 
 type earlyRec struct {
 	id, crc, n uint32
 	idx        uint16
 	tomb       bool
+	created    bool // version 1: a key created
 	key        uint64
 	rev        int64
 }
@@ -82,9 +90,20 @@ type overRec struct {
 }
 
 type parsed struct {
-	rev  etcdfmt.Revision
-	tomb bool
-	key  uint64
+	rev           etcdfmt.Revision
+	tomb, created bool
+	key           uint64
+}
+
+// delta is what an entry does to the count of live keys.
+func (e parsed) delta() int32 {
+	switch {
+	case e.tomb:
+		return -1
+	case e.created:
+		return 1
+	}
+	return 0
 }
 
 // ErrCompactionRaced reports a compaction past the estimate the stream was
@@ -114,12 +133,12 @@ func (p *Pages) Page(id uint64, page []byte) (bool, error) {
 		if err != nil || flags != 0 {
 			return errNotKeyPage
 		}
-		e := parsed{rev: r, tomb: tomb}
+		kv, err := etcdfmt.ParseKeyValue(v)
+		if err != nil {
+			return errNotKeyPage
+		}
+		e := parsed{rev: r, tomb: tomb, created: kv.Version == 1}
 		if p.compact > 0 {
-			kv, err := etcdfmt.ParseKeyValue(v)
-			if err != nil {
-				return errNotKeyPage
-			}
 			e.key = p.ids.ID64(kv.Key)
 		}
 		p.scratch = append(p.scratch, e)
@@ -137,9 +156,10 @@ func (p *Pages) Page(id uint64, page []byte) (bool, error) {
 		switch {
 		case e.rev.Main <= p.compact:
 			s.hasEarly = true
-			p.early = append(p.early, earlyRec{id: s.id, idx: uint16(i - 1), crc: crcOf(k, v), n: uint32(len(k) + len(v)), tomb: e.tomb, key: e.key, rev: e.rev.Main})
+			p.early = append(p.early, earlyRec{id: s.id, idx: uint16(i - 1), crc: crcOf(k, v), n: uint32(len(k) + len(v)), tomb: e.tomb, created: e.created, key: e.key, rev: e.rev.Main})
 		case e.rev.Main <= p.check:
 			s.crc, s.n = crc32.Update(crc32.Update(s.crc, castagnoli, k), castagnoli, v), s.n+uint32(len(k)+len(v))
+			s.delta += e.delta()
 			if p.newest != nil {
 				if l, ok := p.newest[e.key]; !ok || e.rev.Main >= l.rev {
 					p.newest[e.key] = lateRec{rev: e.rev.Main, tomb: e.tomb}
@@ -147,6 +167,7 @@ func (p *Pages) Page(id uint64, page []byte) (bool, error) {
 			}
 		default:
 			tail.crc, tail.n = crc32.Update(crc32.Update(tail.crc, castagnoli, k), castagnoli, v), tail.n+uint32(len(k)+len(v))
+			tail.delta += e.delta()
 			if p.newest != nil {
 				p.over = append(p.over, overRec{key: e.key, rev: e.rev.Main, tomb: e.tomb})
 			}
@@ -175,6 +196,7 @@ func crcOf(k, v []byte) uint32 {
 type PageResult struct {
 	Revision, CompactRevision int64
 	Hash                      uint32 // at Revision
+	Keys                      int64  // live at Revision
 	CheckRevision             int64
 	CheckHash                 uint32 // at CheckRevision
 }
@@ -204,9 +226,11 @@ func (p *Pages) Join(id uint64) error {
 	j.pages++
 	j.check, j.checkLen = p.combine(j.check, s.crc, s.n), j.checkLen+int64(s.n)
 	j.rev, j.revLen = p.combine(j.rev, s.crc, s.n), j.revLen+int64(s.n)
+	j.delta += int64(s.delta)
 	if i, ok := slices.BinarySearchFunc(p.tails, s.id, func(t tailSum, id uint32) int { return cmp.Compare(t.id, id) }); ok {
 		t := p.tails[i]
 		j.rev, j.revLen = p.combine(j.rev, t.crc, t.n), j.revLen+int64(t.n)
+		j.delta += int64(t.delta)
 	}
 	return nil
 }
@@ -266,6 +290,7 @@ func (p *Pages) Sum(compactRev int64) (PageResult, error) {
 		}
 		atRev = p.earlyCRC(early, compactRev, res.Revision, newest)
 	}
+	res.Keys = liveKeys(early, compactRev) + j.delta
 	res.CheckHash = crc32Combine(atCheck, j.check, j.checkLen)
 	res.Hash = crc32Combine(atRev, j.rev, j.revLen)
 	return res, nil
@@ -328,4 +353,28 @@ func (p *Pages) earlyCRC(early []earlyRec, compactRev, limit int64, newest map[u
 		crc = crc32Combine(crc, e.crc, int64(e.n))
 	}
 	return crc
+}
+
+// liveKeys counts the keys live at the snapshot's revision that the early
+// entries tell: those whose newest entry at or below the compaction is
+// not a tombstone, plus what early entries above it (the estimate was
+// higher) did. Every later entry's share is in the pages' deltas: a put
+// of version 1 creates a key, a tombstone deletes one, as in etcd's
+// index.
+func liveKeys(early []earlyRec, compactRev int64) int64 {
+	newest := map[uint64]bool{} // key → its newest early entry is live
+	var n int64
+	for _, e := range early {
+		if e.rev <= compactRev {
+			newest[e.key] = !e.tomb
+			continue
+		}
+		n += int64(parsed{tomb: e.tomb, created: e.created}.delta())
+	}
+	for _, live := range newest {
+		if live {
+			n++
+		}
+	}
+	return n
 }

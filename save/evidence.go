@@ -127,11 +127,12 @@ func compareHash(endpoint string, f hashkv.PageResult, raced bool, mh memberHash
 	return h, nil
 }
 
-// countKeys asks the member for its live keys at the snapshot's revision.
+// countKeys asks the member for its live keys at rev: the count when a
+// compaction raced the snapshot and its stream cannot tell.
 func countKeys(ctx context.Context, cli *clientv3.Client, endpoint string, rev int64) (int64, error) {
 	resp, err := cli.Get(ctx, "", clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithSerializable(), clientv3.WithRev(max(rev, 1)))
 	if err != nil {
-		return 0, fmt.Errorf("counting the keys at revision %d on %s: %w (take the snapshot again)", rev, endpoint, err)
+		return 0, fmt.Errorf("a compaction ran during the snapshot, and counting its keys at revision %d on %s failed: %w (take the snapshot again)", rev, endpoint, err)
 	}
 	return resp.Count, nil
 }

@@ -99,8 +99,11 @@ func Timeout(command time.Duration, size int64) time.Duration {
 }
 
 // streamHook, set by tests, replaces the snapshot stream before it is
-// read.
-var streamHook func(io.Reader) io.Reader
+// read; afterProbe runs between the probe and the snapshot.
+var (
+	streamHook func(io.Reader) io.Reader
+	afterProbe func()
+)
 
 // Snapshot streams a snapshot (see Stream) to path: into a unique hidden
 // sibling (.<name>.etcdkit-part-<pid>-<random>), fsynced and renamed once
@@ -179,6 +182,9 @@ func Stream(ctx context.Context, c *cluster.Cluster, w io.Writer, opts Options) 
 	if err != nil {
 		return m, fmt.Errorf("snapshot from %s: %w", src.Endpoint, err)
 	}
+	if afterProbe != nil {
+		afterProbe()
+	}
 	// The member hashes its store at checkRev while the stream runs.
 	hashed := make(chan memberHash, 1)
 	go func() {
@@ -238,12 +244,15 @@ func checkStream(ctx context.Context, c *cluster.Cluster, cli *clientv3.Client, 
 	if err != nil && !raced {
 		return fmt.Errorf("snapshot from %s: %w", endpoint, err)
 	}
-	m.Revision, m.Leases = f.Revision, f.Leases
+	m.Revision, m.Keys, m.Leases = f.Revision, f.Keys, f.Leases
 	if m.HashKV, err = compareHash(endpoint, f.PageResult, raced, member()); err != nil {
 		return err
 	}
-	if m.Keys, err = countKeys(ctx, cli, endpoint, m.Revision); err != nil {
-		return err
+	if raced {
+		// The stream's key count needs the compaction it was read with.
+		if m.Keys, err = countKeys(ctx, cli, endpoint, m.Revision); err != nil {
+			return err
+		}
 	}
 	m.ClusterID, err = clusterID(ctx, c)
 	return err

@@ -257,3 +257,49 @@ func TestSaveDone(t *testing.T) {
 		t.Errorf("left %v", e)
 	}
 }
+
+// TestSaveCompactionRaces: a compaction between the probe and the
+// snapshot (the snapshot's compaction is not the one its stream was read
+// with), and one after the snapshot started (the member's answer is over
+// another compaction), each leave a kept snapshot whose manifest says the
+// hashes were not compared, and why.
+func TestSaveCompactionRaces(t *testing.T) {
+	ctx := context.Background()
+	m := testetcd.StartSingle(t)
+	cli := m.Client(t)
+	loaded := testetcd.Must(testetcd.Load(testetcd.Ctx(t, time.Minute), cli, testetcd.LoadSpec{Keys: 300, Rounds: 2, Seed: 4}))(t)
+	c := testetcd.Must(cluster.Connect(ctx, cluster.Config{Endpoints: []string{m.ClientURL}}))(t)
+	defer c.Close()
+	compactAt := func() {
+		resp := testetcd.Must(cli.Put(ctx, "/race", "x"))(t)
+		if _, err := cli.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		set  func()
+	}{
+		{"before the snapshot", func() { save.SetAfterProbe(compactAt) }},
+		{"during the stream", func() {
+			save.SetStreamHook(func(r io.Reader) io.Reader { compactAt(); return r })
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.set()
+			defer save.SetAfterProbe(nil)
+			defer save.SetStreamHook(nil)
+			path := filepath.Join(t.TempDir(), "snap.db")
+			sm, err := save.Snapshot(ctx, c, path, save.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sm.HashKV.Compared || sm.HashKV.Note == "" || sm.Revision <= loaded.Revision {
+				t.Errorf("manifest %+v: want a note and no comparison", sm)
+			}
+			if r, err := verify.Snapshot(path, verify.Options{}); err != nil || len(r.Problems) > 0 {
+				t.Errorf("the kept file does not verify: %v %+v", err, r)
+			}
+		})
+	}
+}

@@ -43,15 +43,15 @@ func streamed(t *testing.T, path string, check, compact int64) (snapshotFacts, e
 }
 
 // fileFacts is what the checked file scan (Facts, hashkv.Compute) says.
-func fileFacts(t *testing.T, path string, check int64) (rev, leases int64, at, atCheck hashkv.Result) {
+func fileFacts(t *testing.T, path string, check int64) (rev, keys, leases int64, at, atCheck hashkv.Result) {
 	t.Helper()
-	rev, _, leases, err := Facts(path)
+	rev, keys, leases, err := Facts(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	at = testetcd.Must(hashkv.Compute(path, rev, time.Second))(t)
 	atCheck = testetcd.Must(hashkv.Compute(path, check, time.Second))(t)
-	return rev, leases, at, atCheck
+	return rev, keys, leases, at, atCheck
 }
 
 // TestStreamFactsMatchFile: the stream summary of real etcd snapshots
@@ -70,8 +70,8 @@ func TestStreamFactsMatchFile(t *testing.T) {
 			c := loaded.CompactRevision
 			checks := []int64{loaded.Revision, max(c, 1) + (loaded.Revision-max(c, 1))/2, max(c, 1)}
 			for _, check := range checks {
-				rev, leases, at, atCheck := fileFacts(t, path, check)
-				if rev != loaded.Revision || leases != int64(len(loaded.Leases)) {
+				rev, keys, leases, at, atCheck := fileFacts(t, path, check)
+				if rev != loaded.Revision || leases != int64(len(loaded.Leases)) || keys != int64(loaded.LiveKeys) {
 					t.Fatalf("etcd %s: file facts rev %d leases %d, loaded %+v", line, rev, leases, loaded)
 				}
 				for _, est := range []int64{c, c + 3} {
@@ -79,7 +79,7 @@ func TestStreamFactsMatchFile(t *testing.T) {
 					if err != nil {
 						t.Fatalf("etcd %s, check %d, estimate %d: %v", line, check, est, err)
 					}
-					if got.Revision != rev || got.Leases != leases || got.CompactRevision != at.CompactRevision ||
+					if got.Revision != rev || got.Keys != keys || got.Leases != leases || got.CompactRevision != at.CompactRevision ||
 						got.Hash != at.Hash || got.CheckHash != atCheck.Hash || got.CheckRevision != check {
 						t.Errorf("etcd %s, check %d, estimate %d: stream %+v; file rev %d leases %d hash %+v at check %+v", line, check, est, got, rev, leases, at, atCheck)
 					}
@@ -104,7 +104,7 @@ func TestStreamFactsInlineAndDamage(t *testing.T) {
 	kv := func(key string, mod int64) []byte {
 		// A KeyValue: key (1), create_revision (2), mod_revision (3), version (4), value (5).
 		b := append([]byte{0x0a, byte(len(key))}, key...)
-		b = append(b, 0x10, byte(mod), 0x18, byte(mod), 0x20, 1, 0x2a, 1, 'v')
+		b = append(b, 0x10, 2, 0x18, byte(mod), 0x20, byte(mod-1), 0x2a, 1, 'v')
 		return b
 	}
 	err := db.Update(func(tx *bolt.Tx) error {
@@ -125,9 +125,9 @@ func TestStreamFactsInlineAndDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	rev, leases, at, atCheck := fileFacts(t, path, 3)
+	rev, keys, leases, at, atCheck := fileFacts(t, path, 3)
 	got, err := streamed(t, path, 3, 0)
-	if err != nil || got.Revision != rev || rev != 4 || got.Leases != leases || leases != 1 || got.Hash != at.Hash || got.CheckHash != atCheck.Hash {
+	if err != nil || got.Revision != rev || rev != 4 || got.Keys != keys || keys != 1 || got.Leases != leases || leases != 1 || got.Hash != at.Hash || got.CheckHash != atCheck.Hash {
 		t.Fatalf("inline: %v %+v; file rev %d leases %d %+v %+v", err, got, rev, leases, at, atCheck)
 	}
 

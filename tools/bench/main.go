@@ -327,26 +327,56 @@ kill $W`, etcdctl, benchPrefix, opDir, opDir, historyLines)
 	}
 
 	// backup create against etcdctl snapshot save, from etcd 3.7 serving the
-	// data (started on first use).
+	// data (started on first use): to a local repository and to the S3
+	// server, zstd, with and without age. etcdkit runs with TMPDIR set to
+	// an empty directory, which must still be empty after each run: a
+	// create stages nothing on disk.
 	var serveURL string
-	createRepo := filepath.Join(*cacheDir, "create-repo")
-	cases = append(cases, benchCase{
-		name: "backup create (zstd; local repository; peer: etcdctl snapshot save)", target: "≤ 1.1x", large: true,
-		prepare: func(int) ([]string, []string) {
-			if serveURL == "" {
-				var stop func()
-				serveURL, stop = serveSnapshot(snap)
-				stops = append(stops, stop)
-			}
-			if err := os.MkdirAll(restoreDir, 0o755); err != nil {
-				log.Fatal(err)
-			}
-			return kit("backup", "create", "--repo", createRepo, "--endpoints", serveURL, "--command-timeout", "30m"),
-				[]string{filepath.Join(*etcdBins, "etcdctl"), "--endpoints", serveURL, "--command-timeout", "30m", "snapshot", "save", filepath.Join(restoreDir, "etcdctl.db")}
-		},
-		cleanup: func() { os.RemoveAll(createRepo); cleanRestore() },
-		between: func() { os.RemoveAll(createRepo); cleanRestore() },
-	})
+	createTmp := filepath.Join(*cacheDir, "create-tmp")
+	checkTmp := func() {
+		if left, _ := os.ReadDir(createTmp); len(left) > 0 {
+			log.Fatalf("backup create left %s in its TMPDIR %s", left[0].Name(), createTmp)
+		}
+	}
+	for _, where := range []string{"local", "S3"} {
+		for _, enc := range []string{"zstd", "zstd + age"} {
+			createRepo := filepath.Join(*cacheDir, "create-repo")
+			var runs int
+			cases = append(cases, benchCase{
+				name: "backup create (" + enc + "; " + where + " repository; peer: etcdctl snapshot save)", target: "≤ 1.1x, 0 B staged, ≤ 128 MiB", large: true,
+				prepare: func(int) ([]string, []string) {
+					if serveURL == "" {
+						var stop func()
+						serveURL, stop = serveSnapshot(snap)
+						stops = append(stops, stop)
+					}
+					if err := os.MkdirAll(restoreDir, 0o755); err != nil {
+						log.Fatal(err)
+					}
+					checkTmp() // the previous run's
+					if err := os.MkdirAll(createTmp, 0o755); err != nil {
+						log.Fatal(err)
+					}
+					os.Setenv("TMPDIR", createTmp)
+					url := createRepo
+					if where == "S3" {
+						repoSetup()
+						runs++
+						url = strings.Replace(s3URL, "/repo?", fmt.Sprintf("/create-%d?", runs), 1)
+					}
+					args := []string{"backup", "create", "--repo", url, "--endpoints", serveURL, "--command-timeout", "30m"}
+					if enc == "zstd + age" {
+						_, recipient := ensureAgeKey()
+						args = append(args, "--encrypt-to", recipient)
+					}
+					return kit(args...),
+						[]string{filepath.Join(*etcdBins, "etcdctl"), "--endpoints", serveURL, "--command-timeout", "30m", "snapshot", "save", filepath.Join(restoreDir, "etcdctl.db")}
+				},
+				cleanup: func() { checkTmp(); os.Unsetenv("TMPDIR"); os.RemoveAll(createRepo); cleanRestore() },
+				between: func() { checkTmp(); os.RemoveAll(createRepo); cleanRestore() },
+			})
+		}
+	}
 
 	// Point-in-time restore: the snapshot as a full backup and a log of
 	// pitrEvents events after it (built once), against a restore of the
