@@ -345,7 +345,10 @@ func encode(dst io.Writer, src io.Reader, compression string, recipients []age.R
 	}
 	inner := w
 	if compression == "zstd" {
-		zw, err := zstd.NewWriter(w)
+		// One encoder goroutine with a 4 MiB window: the stream is
+		// compressed as it arrives, a core is left to the snapshot and
+		// the checks, and the encoder holds about 15 MiB instead of 30.
+		zw, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(4<<20))
 		if err != nil {
 			return err
 		}

@@ -31,7 +31,8 @@ import (
 type Pages struct {
 	check, compact int64
 	ids            etcdfmt.KeyHasher
-	sums           []pageSum
+	sums           pageSums
+	lastAbove      map[uint32]int64 // pages whose last revision is at least check
 	tails          []tailSum
 	early          []earlyRec
 	newest         map[uint64]lateRec // per key: its newest entry in (compact, check]
@@ -54,14 +55,19 @@ type Pages struct {
 // (compact, check] as one CRC run, its last main revision, and whether it
 // holds early entries.
 type pageSum struct {
-	id       uint32
-	crc, n   uint32
-	hasEarly bool
+	id, crc uint32
+	n       uint32 // with earlyBit
 	// delta is the change in live keys its later entries make: +1 for
 	// each key created (version 1), -1 for each deletion (tombstone).
 	delta int32
-	last  int64
 }
+
+// earlyBit marks, in pageSum.n, a page with early entries (a run is at
+// most a page with its overflow, far below 2^31 bytes).
+const earlyBit = 1 << 31
+
+func (s pageSum) len() uint32    { return s.n &^ earlyBit }
+func (s pageSum) hasEarly() bool { return s.n&earlyBit != 0 }
 
 // tailSum is a page's run of entries above the check revision.
 type tailSum struct {
@@ -113,7 +119,7 @@ var ErrCompactionRaced = errors.New("a compaction ran while the snapshot was tak
 // NewPages prepares for a stream whose member was asked for its hash at
 // check, and whose compact revision was compact when the stream started.
 func NewPages(check, compact int64) *Pages {
-	p := &Pages{check: check, compact: compact, ids: etcdfmt.NewKeyHasher()}
+	p := &Pages{check: check, compact: compact, ids: etcdfmt.NewKeyHasher(), lastAbove: map[uint32]int64{}}
 	if compact > 0 {
 		p.newest = map[uint64]lateRec{}
 	}
@@ -147,15 +153,20 @@ func (p *Pages) Page(id uint64, page []byte) (bool, error) {
 	if err != nil || len(p.scratch) == 0 {
 		return false, nil
 	}
-	s := pageSum{id: uint32(id), last: p.scratch[len(p.scratch)-1].rev.Main}
+	s := pageSum{id: uint32(id)}
+	if last := p.scratch[len(p.scratch)-1].rev.Main; last >= p.check {
+		// The key bucket's last page holds the snapshot's revision, which
+		// is at least check: only such pages' last revisions are kept.
+		p.lastAbove[s.id] = last
+	}
 	var tail tailSum
-	i := 0
+	i, hasEarly := 0, false
 	err = boltpage.LeafEntries(page, func(_ uint32, k, v []byte) error {
 		e := p.scratch[i]
 		i++
 		switch {
 		case e.rev.Main <= p.compact:
-			s.hasEarly = true
+			hasEarly = true
 			p.early = append(p.early, earlyRec{id: s.id, idx: uint16(i - 1), crc: crcOf(k, v), n: uint32(len(k) + len(v)), tomb: e.tomb, created: e.created, key: e.key, rev: e.rev.Main})
 		case e.rev.Main <= p.check:
 			s.crc, s.n = crc32.Update(crc32.Update(s.crc, castagnoli, k), castagnoli, v), s.n+uint32(len(k)+len(v))
@@ -177,7 +188,10 @@ func (p *Pages) Page(id uint64, page []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	p.sums = append(p.sums, s)
+	if hasEarly {
+		s.n |= earlyBit
+	}
+	p.sums.add(s)
 	if tail.n > 0 {
 		tail.id = s.id
 		p.tails = append(p.tails, tail)
@@ -206,26 +220,26 @@ type PageResult struct {
 // (boltpage's).
 func (p *Pages) Join(id uint64) error {
 	if !p.sorted {
-		slices.SortFunc(p.sums, func(a, b pageSum) int { return cmp.Compare(a.id, b.id) })
+		p.sums.sort()
 		slices.SortFunc(p.tails, func(a, b tailSum) int { return cmp.Compare(a.id, b.id) })
 		p.sorted, p.pos = true, map[uint32]int{}
 	}
-	i, ok := slices.BinarySearchFunc(p.sums, uint32(id), func(s pageSum, id uint32) int { return cmp.Compare(s.id, id) })
-	if !ok || id > math.MaxUint32 {
+	s, ok := p.sums.find(id)
+	if !ok {
 		return fmt.Errorf("%w: page %d of the key bucket does not hold revisions", boltpage.ErrDamaged, id)
 	}
-	s := p.sums[i]
-	if s.last < p.joined.revision && p.joined.pages > 0 {
+	j := &p.joined
+	last, above := p.lastAbove[s.id]
+	if j.pages > 0 && j.revision >= p.check && (!above || last < j.revision) {
 		return fmt.Errorf("%w: page %d of the key bucket is out of revision order", boltpage.ErrDamaged, id)
 	}
-	j := &p.joined
-	j.revision = s.last
-	if s.hasEarly {
+	j.revision = last // 0: below check
+	if s.hasEarly() {
 		p.pos[s.id] = j.pages
 	}
 	j.pages++
-	j.check, j.checkLen = p.combine(j.check, s.crc, s.n), j.checkLen+int64(s.n)
-	j.rev, j.revLen = p.combine(j.rev, s.crc, s.n), j.revLen+int64(s.n)
+	j.check, j.checkLen = p.combine(j.check, s.crc, s.len()), j.checkLen+int64(s.len())
+	j.rev, j.revLen = p.combine(j.rev, s.crc, s.len()), j.revLen+int64(s.len())
 	j.delta += int64(s.delta)
 	if i, ok := slices.BinarySearchFunc(p.tails, s.id, func(t tailSum, id uint32) int { return cmp.Compare(t.id, id) }); ok {
 		t := p.tails[i]
@@ -377,4 +391,51 @@ func liveKeys(early []earlyRec, compactRev int64) int64 {
 		}
 	}
 	return n
+}
+
+// pageSums holds the pages' summaries in chunks that never move (a flat
+// slice would copy itself, and leave the old copy as garbage, each time
+// it grows: at 8 GB that is 48 MB more). A stream brings pages in
+// increasing id order, except those gathered with their overflow pages,
+// which are kept apart.
+type pageSums struct {
+	chunks [][]pageSum
+	apart  []pageSum
+	last   uint32
+}
+
+const sumChunk = 1 << 14
+
+func (ps *pageSums) add(s pageSum) {
+	if len(ps.chunks) > 0 && s.id <= ps.last {
+		ps.apart = append(ps.apart, s)
+		return
+	}
+	if n := len(ps.chunks); n == 0 || len(ps.chunks[n-1]) == sumChunk {
+		ps.chunks = append(ps.chunks, make([]pageSum, 0, sumChunk))
+	}
+	n := len(ps.chunks) - 1
+	ps.chunks[n] = append(ps.chunks[n], s)
+	ps.last = s.id
+}
+
+func (ps *pageSums) sort() {
+	slices.SortFunc(ps.apart, func(a, b pageSum) int { return cmp.Compare(a.id, b.id) })
+}
+
+func (ps *pageSums) find(id uint64) (pageSum, bool) {
+	if id > math.MaxUint32 {
+		return pageSum{}, false
+	}
+	cmpID := func(s pageSum, id uint32) int { return cmp.Compare(s.id, id) }
+	c, _ := slices.BinarySearchFunc(ps.chunks, uint32(id), func(ch []pageSum, id uint32) int { return cmp.Compare(ch[len(ch)-1].id, id) })
+	if c < len(ps.chunks) {
+		if i, ok := slices.BinarySearchFunc(ps.chunks[c], uint32(id), cmpID); ok {
+			return ps.chunks[c][i], true
+		}
+	}
+	if i, ok := slices.BinarySearchFunc(ps.apart, uint32(id), cmpID); ok {
+		return ps.apart[i], true
+	}
+	return pageSum{}, false
 }

@@ -12,7 +12,7 @@ import (
 // first error of the read or of any writer (a writer's error stops the
 // copy).
 func fanOut(src io.Reader, dsts ...io.Writer) (int64, error) {
-	const bufs, size = 8, 1 << 20
+	const bufs, size = 8, 512 << 10
 	type chunk struct {
 		b    []byte
 		left sync.WaitGroup

@@ -85,6 +85,9 @@ func (f *streamFacts) finish() (snapshotFacts, error) {
 		}
 		switch {
 		case bytes.Equal(bucket, etcdfmt.BucketKey):
+			if o, ok := f.others[id]; ok && o.count == 0 || inline != nil && otherOf(inline).count == 0 {
+				return nil // an empty key bucket: a new cluster
+			}
 			if inline != nil {
 				id = f.Meta.Pgid // no page of the file has this id
 				if id > math.MaxUint32 {

@@ -125,6 +125,22 @@ func TestStreamFactsInlineAndDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
+	// An empty key bucket, inline, as a new cluster's.
+	empty := filepath.Join(t.TempDir(), "empty.db")
+	edb := testetcd.Must(bolt.Open(empty, 0o600, nil))(t)
+	testetcd.Must(0, edb.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{etcdfmt.BucketKey, etcdfmt.BucketMeta, etcdfmt.BucketLease} {
+			if _, err := tx.CreateBucket(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))(t)
+	edb.Close()
+	if got, err := streamed(t, empty, 1, 0); err != nil || got.Revision != 0 || got.Keys != 0 || got.Leases != 0 || got.CheckHash != testetcd.Must(hashkv.Compute(empty, 1, time.Second))(t).Hash {
+		t.Errorf("empty db: %v %+v", err, got)
+	}
+
 	rev, keys, leases, at, atCheck := fileFacts(t, path, 3)
 	got, err := streamed(t, path, 3, 0)
 	if err != nil || got.Revision != rev || rev != 4 || got.Keys != keys || keys != 1 || got.Leases != leases || leases != 1 || got.Hash != at.Hash || got.CheckHash != atCheck.Hash {

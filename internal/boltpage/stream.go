@@ -32,7 +32,8 @@ type Stream struct {
 	extra     int64  // bytes after the last page (etcd's trailer)
 	gather    []gathering
 	gathered  int
-	children  map[uint64][]uint64
+	children  map[uint64]span // branch page → its children in kids
+	kids      []uint32
 	dirs      map[uint64][]byte // leaf pages holding buckets
 	dirBytes  int
 	leaves    bitset // pages seen as leaves (whole)
@@ -40,6 +41,9 @@ type Stream struct {
 	finished  bool
 	lastError error
 }
+
+// span is a branch page's children: n ids from off in Stream.kids.
+type span struct{ off, n uint32 }
 
 type gathering struct {
 	id  uint64
@@ -120,7 +124,10 @@ func (s *Stream) readMeta() error {
 		return fmt.Errorf("%w: meta page: root page %d, %d pages", ErrDamaged, m.Root, m.Pgid)
 	}
 	s.Meta, s.metaOK = m, true
-	s.children, s.dirs, s.tooLarge = map[uint64][]uint64{}, map[uint64][]byte{}, map[uint64]bool{}
+	if m.Pgid > 1<<32 {
+		return fmt.Errorf("%w: %d pages: more than etcdkit's stream reader indexes", ErrDamaged, m.Pgid)
+	}
+	s.children, s.dirs, s.tooLarge = map[uint64]span{}, map[uint64][]byte{}, map[uint64]bool{}
 	s.leaves = newBitset(m.Pgid)
 	// The rest of page 0 follows; count it as received.
 	s.buf = append(make([]byte, 0, m.PageSize), s.buf...)
@@ -186,15 +193,16 @@ func (s *Stream) whole(id uint64, p []byte) error {
 		return nil // a stale or damaged page; Walk refuses it if reached
 	}
 	if flags == branchPageFlag {
-		kids := make([]uint64, 0, count)
+		start := len(s.kids)
 		for i := range int(count) {
 			_, child, ok := branchElem(p, i)
-			if !ok {
-				return nil
+			if !ok || child >= s.Meta.Pgid {
+				s.kids = s.kids[:start]
+				return nil // a stale or damaged page; Walk refuses it if reached
 			}
-			kids = append(kids, child)
+			s.kids = append(s.kids, uint32(child))
 		}
-		s.children[id] = kids
+		s.children[id] = span{uint32(start), uint32(count)}
 		return nil
 	}
 	s.leaves.set(id)
@@ -280,9 +288,9 @@ func (s *Stream) walk(id uint64, depth int, leaf func(uint64) error) error {
 	case s.tooLarge[id]:
 		return fmt.Errorf("%w: page %d claims more overflow pages than etcdkit gathers (%d MiB)", ErrDamaged, id, maxPageBytes>>20)
 	}
-	if kids, ok := s.children[id]; ok {
-		for _, k := range kids {
-			if err := s.walk(k, depth+1, leaf); err != nil {
+	if sp, ok := s.children[id]; ok {
+		for _, k := range s.kids[sp.off : sp.off+sp.n] {
+			if err := s.walk(uint64(k), depth+1, leaf); err != nil {
 				return err
 			}
 		}
