@@ -18,6 +18,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/time/rate"
 
 	"github.com/etcdkit/etcdkit/cluster"
 	"github.com/etcdkit/etcdkit/hashkv"
@@ -83,6 +84,10 @@ type Options struct {
 	// error fails the snapshot; the checks' failure is returned after it
 	// returned.
 	Done func() error
+	// RateLimit, when above 0, caps the stream at that many bytes per
+	// second: the member's disk and network are shared with its clients,
+	// and a slower read backs the member off through gRPC's flow control.
+	RateLimit int64
 }
 
 // ErrNoMember reports that no member can serve a snapshot.
@@ -200,6 +205,9 @@ func Stream(ctx context.Context, c *cluster.Cluster, w io.Writer, opts Options) 
 	}
 	defer rc.Close()
 	var in io.Reader = rc
+	if opts.RateLimit > 0 {
+		in = newLimitedReader(ctx, rc, opts.RateLimit)
+	}
 	if streamHook != nil {
 		in = streamHook(rc)
 	}
@@ -309,5 +317,30 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 	n, err := p.w.Write(b)
 	p.done += int64(n)
 	p.fn(p.done, max(p.total, p.done))
+	return n, err
+}
+
+// limitedReader reads at most rate bytes per second on average.
+type limitedReader struct {
+	ctx context.Context
+	r   io.Reader
+	lim *rate.Limiter
+}
+
+func newLimitedReader(ctx context.Context, r io.Reader, bytesPerSecond int64) *limitedReader {
+	burst := int(min(bytesPerSecond, 256<<10))
+	return &limitedReader{ctx: ctx, r: r, lim: rate.NewLimiter(rate.Limit(bytesPerSecond), burst)}
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if len(p) > l.lim.Burst() {
+		p = p[:l.lim.Burst()]
+	}
+	n, err := l.r.Read(p)
+	if n > 0 {
+		if werr := l.lim.WaitN(l.ctx, n); werr != nil && err == nil {
+			err = werr
+		}
+	}
 	return n, err
 }

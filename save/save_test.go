@@ -248,6 +248,17 @@ func TestSaveDone(t *testing.T) {
 	if err != nil || at != buf.Len() || int64(at) != sm.Size || sm.Revision == 0 || !sm.HashKV.Compared {
 		t.Fatalf("stream: %v, done at %d of %d bytes, manifest %+v", err, at, buf.Len(), sm)
 	}
+	// RateLimit: the same stream read at half its size per second takes
+	// at least the time the limit allows past its first burst.
+	rate := max(sm.Size/2, 64<<10)
+	start := time.Now()
+	var slow bytes.Buffer
+	if _, err := save.Stream(ctx, c, &slow, save.Options{RateLimit: rate}); err != nil {
+		t.Fatal(err)
+	}
+	if took, least := time.Since(start), time.Duration(float64(int64(slow.Len())-256<<10)/float64(rate)*float64(time.Second)); took < least {
+		t.Errorf("%d bytes at %d/s took %v, want at least %v", slow.Len(), rate, took, least)
+	}
 	dir2 := t.TempDir()
 	boom := errors.New("upload failed")
 	if _, err := save.Snapshot(ctx, c, filepath.Join(dir2, "snap.db"), save.Options{Done: func() error { return boom }}); !errors.Is(err, boom) {

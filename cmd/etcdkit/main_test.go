@@ -73,6 +73,8 @@ func TestExitCodes(t *testing.T) {
 		{"missing file", []string{"snapshot", "status", filepath.Join(dir, "nope.db")}, exitInput, "nope.db"},
 		{"not bolt", []string{"snapshot", "status", garbage}, exitInput, "garbage.db: not a bolt database"},
 		{"in use", []string{"hashkv", "--timeout", "200ms", m.DataDir}, exitInUse, "db is in use by another process"},
+		{"bad rate limit", []string{"backup", "create", "--repo", filepath.Join(dir, "repo"), "--endpoints", m.ClientURL, "--rate-limit", "fast"}, exitUsage, "--rate-limit \"fast\""},
+		{"rate limit too low", []string{"snapshot", "save", filepath.Join(dir, "s.db"), "--endpoints", m.ClientURL, "--rate-limit", "1KiB"}, exitUsage, "from 64KiB"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { expectFailure(t, tc.args, tc.code, tc.contains) })

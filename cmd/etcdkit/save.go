@@ -16,10 +16,15 @@ func saveCommand() *cli.Command {
 		Description: "Takes the snapshot from the member named by --endpoints when there is exactly one, else from the\n" +
 			"healthy member with the highest applied index. The timeout grows with the db size.",
 		ArgsUsage: "FILE",
+		Flags:     []cli.Flag{flagRateLimit},
 		Action: withClusterArgs(1, "one snapshot FILE", func(c *cli.Context, cl *cluster.Cluster) error {
+			limit, err := rateLimit(c)
+			if err != nil {
+				return err
+			}
 			defer softMemoryLimit()()
 			bar := newProgress(c.App.ErrWriter, "saving")
-			m, err := save.Snapshot(c.Context, cl, c.Args().First(), save.Options{Progress: bar.Report})
+			m, err := save.Snapshot(c.Context, cl, c.Args().First(), save.Options{Progress: bar.Report, RateLimit: limit})
 			bar.Done()
 			if err != nil {
 				return err

@@ -45,6 +45,7 @@ func schedulerFlags(d schedulerDefaults) []cli.Flag {
 		&cli.StringSliceFlag{Name: "encrypt-to", Usage: "age recipient (or file of them) to encrypt backups to; repeatable"},
 		&cli.StringSliceFlag{Name: "attach", Usage: "a file stored with every backup (encryption config, PKI, token), encrypted to --encrypt-to; repeatable"},
 		&cli.BoolFlag{Name: "allow-plaintext-attachments", Usage: "store --attach files without --encrypt-to"},
+		flagRateLimit,
 		&cli.BoolFlag{Name: "revision-log", Usage: "while active, store every revision in the repository (the point-in-time log; see etcdkit backup log)"},
 		&cli.DurationFlag{Name: "log-interval", Value: pitr.DefaultInterval, Usage: "revision log: cut a segment this long after its first event"},
 		&cli.StringFlag{Name: "log-segment-size", Value: "16MiB", Usage: "revision log: cut a segment once it holds this much (raw)"},
@@ -162,11 +163,15 @@ func schedulerConfig(c *cli.Context, cc cluster.Config) (scheduler.Config, error
 	if err != nil {
 		return scheduler.Config{}, err
 	}
+	limit, err := rateLimit(c)
+	if err != nil {
+		return scheduler.Config{}, err
+	}
 	return scheduler.Config{
 		RevisionLog: c.Bool("revision-log"), LogInterval: c.Duration("log-interval"), LogSegmentSize: segSize,
 		Cluster: cc, Repo: c.String("repo"), BackupSchedule: c.String("backup-schedule"), BackupAtStart: c.Bool("backup-at-start"),
 		Retention: retention(c), Compression: c.String("compression"), Recipients: rs,
-		Attachments: c.StringSlice("attach"), AllowPlaintextAttachments: c.Bool("allow-plaintext-attachments"),
+		Attachments: c.StringSlice("attach"), AllowPlaintextAttachments: c.Bool("allow-plaintext-attachments"), RateLimit: limit,
 		CompactSchedule: c.String("compact-schedule"),
 		CompactPolicy:   compact.Policy{KeepRevisions: c.Int64("compact-keep-revisions"), KeepDuration: c.Duration("compact-keep-duration"), Physical: true},
 		DefragSchedule:  c.String("defrag-schedule"), DefragRule: c.String("defrag-rule"),

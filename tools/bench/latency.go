@@ -72,6 +72,9 @@ func latencyBench() []string {
 		{"during etcdkit backup create (zstd, local repository)", func() {
 			run(*etcdkit, "backup", "create", "--repo", repo, "--endpoints", endpoints)
 		}},
+		{"during etcdkit backup create --rate-limit 20MiB (zstd, local repository)", func() {
+			run(*etcdkit, "backup", "create", "--repo", repo, "--endpoints", endpoints, "--rate-limit", "20MiB")
+		}},
 		{"during etcdkit defrag --cluster (rolling, leader last)", func() {
 			run(*etcdkit, "defrag", "--endpoints", endpoints, "--cluster")
 		}},
