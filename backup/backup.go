@@ -191,8 +191,10 @@ type CreateOptions struct {
 	// Recipients; without recipients only with AllowPlaintextAttachments.
 	Attachments               []string
 	AllowPlaintextAttachments bool
-	// RateLimit caps the snapshot stream in bytes per second (0: none).
-	RateLimit int64
+	// RateLimit caps the snapshot stream in bytes per second (0: none);
+	// SkipMemberHash does not ask the member for its HashKV (save.Options).
+	RateLimit      int64
+	SkipMemberHash bool
 }
 
 // CheckCompression refuses a compression Create does not know.
@@ -236,7 +238,7 @@ func (r *Repository) Create(ctx context.Context, c *cluster.Cluster, opts Create
 		putDone <- err
 	}()
 	uploadErr := sync.OnceValue(func() error { return <-putDone })
-	sm, err := save.Stream(ctx, c, pw, save.Options{Progress: opts.Progress, RateLimit: opts.RateLimit, Done: func() error {
+	sm, err := save.Stream(ctx, c, pw, save.Options{Progress: opts.Progress, RateLimit: opts.RateLimit, SkipMemberHash: opts.SkipMemberHash, Done: func() error {
 		pw.Close() // the whole snapshot went through
 		return uploadErr()
 	}})

@@ -42,9 +42,10 @@ var ErrHashKVMismatch = errors.New("the snapshot's HashKV differs from the membe
 
 // memberHash is the member's answer to HashKV at rev.
 type memberHash struct {
-	rev  int64
-	resp *clientv3.HashKVResponse
-	err  error
+	rev     int64
+	resp    *clientv3.HashKVResponse
+	err     error
+	skipped bool // not asked
 }
 
 // probeKey is read (counted, never written) to learn a member's revision
@@ -108,6 +109,9 @@ func compareHash(endpoint string, f hashkv.PageResult, raced bool, mh memberHash
 		return HashKV{Note: "a compaction ran while the snapshot was taken; its HashKV was not computed"}, nil
 	}
 	switch {
+	case mh.skipped:
+		h.Note = "the member's HashKV was not asked for (--member-hashkv=false)"
+		return h, nil
 	case errors.Is(mh.err, rpctypes.ErrCompacted):
 		h.Note = "the cluster compacted past the revision the member was asked for"
 		return h, nil

@@ -84,6 +84,11 @@ type Options struct {
 	// error fails the snapshot; the checks' failure is returned after it
 	// returned.
 	Done func() error
+	// SkipMemberHash leaves out the member's HashKV: it blocks the
+	// member's commits while it hashes (about 0.4 s per 600 MB of db on
+	// the bench), and without it the snapshot's hash is recorded but not
+	// compared.
+	SkipMemberHash bool
 	// RateLimit, when above 0, caps the stream at that many bytes per
 	// second: the member's disk and network are shared with its clients,
 	// and a slower read backs the member off through gRPC's flow control.
@@ -193,8 +198,12 @@ func Stream(ctx context.Context, c *cluster.Cluster, w io.Writer, opts Options) 
 	// The member hashes its store at checkRev while the stream runs.
 	hashed := make(chan memberHash, 1)
 	go func() {
+		if opts.SkipMemberHash {
+			hashed <- memberHash{rev: checkRev, skipped: true}
+			return
+		}
 		resp, err := cli.HashKV(ctx, src.Endpoint, checkRev)
-		hashed <- memberHash{checkRev, resp, err}
+		hashed <- memberHash{checkRev, resp, err, false}
 	}()
 	member := sync.OnceValue(func() memberHash { return <-hashed })
 	defer member()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -258,6 +259,11 @@ func TestSaveDone(t *testing.T) {
 	}
 	if took, least := time.Since(start), time.Duration(float64(int64(slow.Len())-256<<10)/float64(rate)*float64(time.Second)); took < least {
 		t.Errorf("%d bytes at %d/s took %v, want at least %v", slow.Len(), rate, took, least)
+	}
+	// SkipMemberHash: the snapshot's hash is recorded, not compared.
+	skipped, err := save.Stream(ctx, c, io.Discard, save.Options{SkipMemberHash: true})
+	if err != nil || skipped.HashKV.Compared || !strings.Contains(skipped.HashKV.Note, "not asked") || skipped.HashKV.Hash != sm.HashKV.Hash || skipped.Revision != sm.Revision {
+		t.Errorf("without the member's hash: %v %+v, want the hash %d recorded, not compared", err, skipped.HashKV, sm.HashKV.Hash)
 	}
 	dir2 := t.TempDir()
 	boom := errors.New("upload failed")

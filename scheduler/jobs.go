@@ -17,7 +17,7 @@ import (
 // backupJob creates a verified backup and applies the retention rules.
 func (s *Scheduler) backupJob(ctx context.Context) error {
 	m, err := s.repo.Create(ctx, s.cl, backup.CreateOptions{Compression: s.cfg.Compression, Recipients: s.cfg.Recipients, Verify: true,
-		Attachments: s.cfg.Attachments, AllowPlaintextAttachments: s.cfg.AllowPlaintextAttachments, RateLimit: s.cfg.RateLimit})
+		Attachments: s.cfg.Attachments, AllowPlaintextAttachments: s.cfg.AllowPlaintextAttachments, RateLimit: s.cfg.RateLimit, SkipMemberHash: s.cfg.SkipMemberHash})
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}

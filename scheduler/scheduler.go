@@ -43,8 +43,10 @@ type Config struct {
 	// Attachments are stored with every backup (backup.CreateOptions).
 	Attachments               []string
 	AllowPlaintextAttachments bool
-	// RateLimit caps each backup's snapshot stream, bytes per second.
-	RateLimit int64
+	// RateLimit caps each backup's snapshot stream, bytes per second;
+	// SkipMemberHash does not ask the member for its HashKV.
+	RateLimit      int64
+	SkipMemberHash bool
 
 	// RevisionLog runs the point-in-time log (package pitr) while this
 	// instance is active: every revision from the newest full backup on,

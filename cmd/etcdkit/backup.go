@@ -130,7 +130,7 @@ func backupCommand() *cli.Command {
 					&cli.StringFlag{Name: "tmp-dir", Hidden: true, Usage: "no longer used: the snapshot streams into the repository with nothing on disk (accepted for old scripts)"},
 					&cli.StringSliceFlag{Name: "attach", Usage: "a file a restore also needs (encryption config, PKI, token), stored with the backup encrypted to --encrypt-to; repeatable"},
 					&cli.BoolFlag{Name: "allow-plaintext-attachments", Usage: "store --attach files without --encrypt-to (they usually hold secrets)"},
-					flagRateLimit,
+					flagRateLimit, flagMemberHashKV,
 				},
 				Action: withCluster(runBackupCreate),
 			}),
@@ -214,7 +214,7 @@ func runBackupCreate(c *cli.Context, cl *cluster.Cluster) error {
 	}
 	defer softMemoryLimit()()
 	bar := newProgress(c.App.ErrWriter, "snapshot")
-	m, err := r.Create(c.Context, cl, backup.CreateOptions{RateLimit: limit,
+	m, err := r.Create(c.Context, cl, backup.CreateOptions{RateLimit: limit, SkipMemberHash: !c.Bool("member-hashkv"),
 		Compression: c.String("compression"), Recipients: rs, Verify: c.Bool("verify"),
 		Progress: bar.Report, Attachments: c.StringSlice("attach"), AllowPlaintextAttachments: c.Bool("allow-plaintext-attachments"),
 	})

@@ -16,7 +16,7 @@ func saveCommand() *cli.Command {
 		Description: "Takes the snapshot from the member named by --endpoints when there is exactly one, else from the\n" +
 			"healthy member with the highest applied index. The timeout grows with the db size.",
 		ArgsUsage: "FILE",
-		Flags:     []cli.Flag{flagRateLimit},
+		Flags:     []cli.Flag{flagRateLimit, flagMemberHashKV},
 		Action: withClusterArgs(1, "one snapshot FILE", func(c *cli.Context, cl *cluster.Cluster) error {
 			limit, err := rateLimit(c)
 			if err != nil {
@@ -24,7 +24,7 @@ func saveCommand() *cli.Command {
 			}
 			defer softMemoryLimit()()
 			bar := newProgress(c.App.ErrWriter, "saving")
-			m, err := save.Snapshot(c.Context, cl, c.Args().First(), save.Options{Progress: bar.Report, RateLimit: limit})
+			m, err := save.Snapshot(c.Context, cl, c.Args().First(), save.Options{Progress: bar.Report, RateLimit: limit, SkipMemberHash: !c.Bool("member-hashkv")})
 			bar.Done()
 			if err != nil {
 				return err

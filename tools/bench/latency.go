@@ -75,6 +75,9 @@ func latencyBench() []string {
 		{"during etcdkit backup create --rate-limit 20MiB (zstd, local repository)", func() {
 			run(*etcdkit, "backup", "create", "--repo", repo, "--endpoints", endpoints, "--rate-limit", "20MiB")
 		}},
+		{"during etcdkit backup create --rate-limit 20MiB --member-hashkv=false (zstd, local repository)", func() {
+			run(*etcdkit, "backup", "create", "--repo", repo, "--endpoints", endpoints, "--rate-limit", "20MiB", "--member-hashkv=false")
+		}},
 		{"during etcdkit defrag --cluster (rolling, leader last)", func() {
 			run(*etcdkit, "defrag", "--endpoints", endpoints, "--cluster")
 		}},
