@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"math"
 	"slices"
 
@@ -18,16 +19,22 @@ import (
 // the whole file tells (boltpage.Stream.Walk).
 //
 // It gives two hashes: at the snapshot's own revision (known at the end:
-// its last entry's), and at CheckRevision, a revision the member was asked
-// for before the stream started, so that its answer can be computed
+// its last entry's), and at the check revision, which the member was
+// asked for before the stream started, so that its answer can be computed
 // meanwhile. Entries above the compact revision go into one CRC run per
-// page (two when the page crosses CheckRevision). Entries at or below it
-// count only if their key has no newer entry (Compute's rule), which a
-// stream learns only at the end: each is kept (about 40 bytes), with the
-// newest entry of every key changed since the compaction, as the server's
-// index holds them. The compact revision must be known before the stream
-// (CompactEstimate); a snapshot whose meta bucket says a later one cannot
-// be hashed this way (ErrCompactionRaced).
+// page (two when the page crosses the check revision). Entries at or
+// below it count only if their key has no newer entry (Compute's rule),
+// which a stream learns only at the end: each is kept (about 40 bytes),
+// with the newest entry of every key changed since the compaction, as the
+// server's index holds them. It also counts the live keys. The compact
+// revision must be known before the stream (NewPages); a snapshot whose
+// meta bucket says a later one cannot be hashed this way
+// (ErrCompactionRaced).
+//
+// A value whose bytes look like a key-bucket leaf page, left in a free
+// page, is summarised like one; it can only mark a kept entry superseded,
+// which makes the hash differ from the member's: a backup refused, never
+// a wrong one accepted.
 type Pages struct {
 	check, compact int64
 	ids            etcdfmt.KeyHasher
@@ -52,8 +59,8 @@ type Pages struct {
 }
 
 // pageSum is a key-bucket leaf page's share: its entries in
-// (compact, check] as one CRC run, its last main revision, and whether it
-// holds early entries.
+// (compact, check] as one CRC run, their effect on the live keys, and
+// whether it holds early entries.
 type pageSum struct {
 	id, crc uint32
 	n       uint32 // with earlyBit
@@ -293,7 +300,7 @@ func (p *Pages) Sum(compactRev int64) (PageResult, error) {
 	atCheck := p.earlyCRC(early, compactRev, p.check, p.newest)
 	atRev := atCheck
 	if len(p.over) > 0 || res.Revision > p.check {
-		newest := maps(p.newest)
+		newest := maps.Clone(p.newest)
 		for _, o := range p.over {
 			if o.rev > res.Revision {
 				continue // a free page reused by a write after the snapshot
@@ -308,14 +315,6 @@ func (p *Pages) Sum(compactRev int64) (PageResult, error) {
 	res.CheckHash = crc32Combine(atCheck, j.check, j.checkLen)
 	res.Hash = crc32Combine(atRev, j.rev, j.revLen)
 	return res, nil
-}
-
-func maps(m map[uint64]lateRec) map[uint64]lateRec {
-	c := make(map[uint64]lateRec, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
 }
 
 // earlyCRC is the CRC, seeded with the bucket name, of the early entries
@@ -334,7 +333,7 @@ func (p *Pages) earlyCRC(early []earlyRec, compactRev, limit int64, newest map[u
 			last[e.key] = i
 		case e.rev <= limit:
 			if !copied {
-				newest, copied = maps(newest), true
+				newest, copied = maps.Clone(newest), true
 			}
 			if l, ok := newest[e.key]; !ok || e.rev >= l.rev {
 				newest[e.key] = lateRec{rev: e.rev, tomb: e.tomb}
