@@ -373,7 +373,7 @@ kill $W`, etcdctl, benchPrefix, opDir, opDir, historyLines)
 						[]string{filepath.Join(*etcdBins, "etcdctl"), "--endpoints", serveURL, "--command-timeout", "30m", "snapshot", "save", filepath.Join(restoreDir, "etcdctl.db")}
 				},
 				cleanup: func() { checkTmp(); os.Unsetenv("TMPDIR"); os.RemoveAll(createRepo); cleanRestore() },
-				between: func() { checkTmp(); os.RemoveAll(createRepo); cleanRestore() },
+				between: func() { checkTmp(); os.RemoveAll(createRepo); cleanRestore(); os.MkdirAll(restoreDir, 0o755) },
 			})
 		}
 	}
