@@ -18,12 +18,12 @@ const (
 	s3PartSize = 16 << 20 // multipart upload part size
 	s3Threads  = 4        // parts uploaded in parallel
 	// A stream of unknown size (a backup as it is taken) is cut into
-	// parts in memory, one buffer per part in flight: 2 of 8 MiB keep a
+	// parts in memory, one buffer per part in flight: one of 6 MiB,
+	// uploaded while the stream waits in the backup's own buffers, keeps a
 	// backup's memory flat (4 of 16 MiB were 64 MiB, which pushed the
-	// garbage collector into a loop) and still allow objects of 80 GB
+	// garbage collector into a loop) and still allows objects of 60 GB
 	// (S3's 10,000 parts).
-	s3StreamPartSize = 8 << 20
-	s3StreamThreads  = 2
+	s3StreamPartSize = 6 << 20
 )
 
 type s3store struct {
@@ -110,7 +110,7 @@ func (s *s3store) Put(ctx context.Context, name string, r io.Reader, size int64)
 	}
 	opts := minio.PutObjectOptions{PartSize: s3PartSize, NumThreads: s3Threads, ContentType: "application/octet-stream"}
 	if size < 0 {
-		opts.ConcurrentStreamParts, opts.PartSize, opts.NumThreads = true, s3StreamPartSize, s3StreamThreads
+		opts.PartSize, opts.NumThreads = s3StreamPartSize, 1
 	}
 	if _, err := s.cli.PutObject(ctx, s.bucket, key, r, size, opts); err != nil {
 		return s.err("put "+name, err)

@@ -212,7 +212,7 @@ func runBackupCreate(c *cli.Context, cl *cluster.Cluster) error {
 	if err != nil {
 		return err
 	}
-	defer softMemoryLimit()()
+	defer softMemoryLimitOf(streamMemoryLimit)()
 	bar := newProgress(c.App.ErrWriter, "snapshot")
 	m, err := r.Create(c.Context, cl, backup.CreateOptions{RateLimit: limit, SkipMemberHash: !c.Bool("member-hashkv"),
 		Compression: c.String("compression"), Recipients: rs, Verify: c.Bool("verify"),

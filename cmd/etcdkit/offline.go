@@ -51,13 +51,24 @@ func snapshotCommand() *cli.Command {
 // without a limit the collector lets garbage (a snapshot stream makes
 // much) grow to as much again. It is soft: a larger live heap is never
 // refused.
-func softMemoryLimit() (restore func()) {
+func softMemoryLimit() (restore func()) { return softMemoryLimitOf(64 << 20) }
+
+// softMemoryLimitOf is softMemoryLimit at n bytes. A snapshot stream
+// allocates its own size in message copies (etcd's client unmarshals each
+// 32 KiB chunk): with its 8 GB summary (about 45 MiB live) a 64 MiB limit
+// made the collector run 2,853 times in one backup (1.5x slower), 80 MiB
+// 490 times, with the peak RSS still under 128 MiB.
+func softMemoryLimitOf(n int64) (restore func()) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return func() {}
 	}
-	prev := debug.SetMemoryLimit(64 << 20)
+	prev := debug.SetMemoryLimit(n)
 	return func() { debug.SetMemoryLimit(prev) }
 }
+
+// streamMemoryLimit is the soft limit of a snapshot stream (backup
+// create, snapshot save).
+const streamMemoryLimit = 80 << 20
 
 func statusRecord(st snapshot.Status) record {
 	return record{

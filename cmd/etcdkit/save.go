@@ -22,7 +22,7 @@ func saveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			defer softMemoryLimit()()
+			defer softMemoryLimitOf(streamMemoryLimit)()
 			bar := newProgress(c.App.ErrWriter, "saving")
 			m, err := save.Snapshot(c.Context, cl, c.Args().First(), save.Options{Progress: bar.Report, RateLimit: limit, SkipMemberHash: !c.Bool("member-hashkv")})
 			bar.Done()
