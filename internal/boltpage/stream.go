@@ -37,6 +37,7 @@ type Stream struct {
 	dirs      map[uint64][]byte // leaf pages holding buckets
 	dirBytes  int
 	leaves    bitset // pages seen as leaves (whole)
+	visited   bitset // pages Walk reached
 	tooLarge  map[uint64]bool
 	finished  bool
 	lastError error
@@ -128,7 +129,6 @@ func (s *Stream) readMeta() error {
 		return fmt.Errorf("%w: %d pages: more than etcdkit's stream reader indexes", ErrDamaged, m.Pgid)
 	}
 	s.children, s.dirs, s.tooLarge = map[uint64]span{}, map[uint64][]byte{}, map[uint64]bool{}
-	s.leaves = newBitset(m.Pgid)
 	// The rest of page 0 follows; count it as received.
 	s.buf = append(make([]byte, 0, m.PageSize), s.buf...)
 	return nil
@@ -205,6 +205,11 @@ func (s *Stream) whole(id uint64, p []byte) error {
 		s.children[id] = span{uint32(start), uint32(count)}
 		return nil
 	}
+	// Grown as pages arrive: a meta page's claim costs nothing until the
+	// pages behind it do.
+	for uint64(len(s.leaves))*64 <= id {
+		s.leaves = append(s.leaves, 0)
+	}
 	s.leaves.set(id)
 	if hasBucket(p) {
 		if s.dirBytes+len(p) > maxDirBytes {
@@ -278,13 +283,24 @@ func (s *Stream) Walk(fn func(bucket []byte, id uint64, inline []byte) error) er
 	})
 }
 
-// walk visits the leaves under page id in order.
+// walk visits the leaves under page id in order. A page is visited once:
+// bolt's trees share no page, and a forged one that names a page twice
+// would otherwise be walked an exponential number of times.
 func (s *Stream) walk(id uint64, depth int, leaf func(uint64) error) error {
 	switch {
 	case depth > 64:
 		return fmt.Errorf("%w: page %d: the tree is deeper than 64 levels (a cycle?)", ErrDamaged, id)
 	case id < 2 || id >= s.Meta.Pgid:
 		return fmt.Errorf("%w: page %d is outside the file's %d pages", ErrDamaged, id, s.Meta.Pgid)
+	}
+	for uint64(len(s.visited))*64 <= id {
+		s.visited = append(s.visited, 0)
+	}
+	if s.visited.has(id) {
+		return fmt.Errorf("%w: page %d is in the trees twice", ErrDamaged, id)
+	}
+	s.visited.set(id)
+	switch {
 	case s.tooLarge[id]:
 		return fmt.Errorf("%w: page %d claims more overflow pages than etcdkit gathers (%d MiB)", ErrDamaged, id, maxPageBytes>>20)
 	}
@@ -296,7 +312,7 @@ func (s *Stream) walk(id uint64, depth int, leaf func(uint64) error) error {
 		}
 		return nil
 	}
-	if !s.leaves.has(id) {
+	if id >= uint64(len(s.leaves))*64 || !s.leaves.has(id) {
 		return fmt.Errorf("%w: page %d, which the tree names, is not a branch or leaf page", ErrDamaged, id)
 	}
 	return leaf(id)
