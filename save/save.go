@@ -79,8 +79,9 @@ type Options struct {
 	// member's db size (an estimate of the total).
 	Progress func(done, total int64)
 	// Done, when set, runs once the whole snapshot went through the
-	// writer and its trailer matched, while the member is asked for its
-	// HashKV and key count: the file's fsync, the end of an upload. Its
+	// writer and its trailer matched, while the stream's facts are joined
+	// and compared with the member's HashKV: the file's fsync, the end of
+	// an upload. Its
 	// error fails the snapshot; the checks' failure is returned after it
 	// returned.
 	Done func() error
@@ -167,11 +168,11 @@ func Snapshot(ctx context.Context, c *cluster.Cluster, path string, opts Options
 // it to w as it arrives, checking etcd's sha256 trailer and reading its
 // facts on the way, with nothing on disk: its revision (its key bucket's
 // last entry, never a separate request, which would race with writes),
-// its leases and its HashKV, which must equal the member's
+// its live keys, its leases and its HashKV, which must equal the member's
 // (ErrHashKVMismatch otherwise). The member's hash is asked for at the
 // revision it had just before the stream, while the stream runs; the
-// snapshot's own at its revision is recorded for restore drills. Its live
-// keys at its revision are the member's count.
+// snapshot's own at its revision is recorded for restore drills. When a
+// compaction raced the snapshot, its keys are the member's count.
 func Stream(ctx context.Context, c *cluster.Cluster, w io.Writer, opts Options) (Manifest, error) {
 	src, err := pickMember(ctx, c)
 	if err != nil {
