@@ -157,7 +157,7 @@ func (h *hasher) entry(k, v []byte) error {
 			if len(h.early) == math.MaxInt32 {
 				return fmt.Errorf("key bucket: more than %d entries at or below the compact revision", math.MaxInt32)
 			}
-			c := crc32.Update(crc32.Update(0, castagnoli, k), castagnoli, v)
+			c := crcOf(k, v)
 			h.newest[id] = newest{early: int32(len(h.early)), tomb: tomb}
 			h.early = append(h.early, earlyEntry{crc: c, n: uint32(len(k) + len(v)), tomb: tomb, atCompact: r.Main == h.compactRev})
 			return nil
@@ -184,10 +184,23 @@ func (h *hasher) sum() uint32 {
 		}
 	}
 	for _, e := range h.early {
-		if keepAny && (e.tomb || e.superseded) || e.atCompact && e.tomb {
-			continue
+		if kept(keepAny, e.tomb, e.superseded, e.atCompact) {
+			crc = crc32Combine(crc, e.crc, int64(e.n))
 		}
-		crc = crc32Combine(crc, e.crc, int64(e.n))
 	}
 	return crc32Combine(crc, h.tail.Sum32(), h.tailLen)
+}
+
+// kept is the key index's rule for an entry at or below the compact
+// revision (mvcc keyIndex.keep at the hash revision): when any key lives,
+// only a key's newest entry counts, and not if it is a tombstone; a
+// tombstone exactly at the compact revision never counts.
+func kept(keepAny, tomb, superseded, atCompact bool) bool {
+	return !(keepAny && (tomb || superseded) || atCompact && tomb)
+}
+
+// crcOf is the CRC-32C of one entry, key then value, as the server hashes
+// it.
+func crcOf(k, v []byte) uint32 {
+	return crc32.Update(crc32.Update(0, castagnoli, k), castagnoli, v)
 }

@@ -208,10 +208,6 @@ func (p *Pages) Page(id uint64, page []byte) (bool, error) {
 
 var errNotKeyPage = errors.New("not a key bucket page")
 
-func crcOf(k, v []byte) uint32 {
-	return crc32.Update(crc32.Update(0, castagnoli, k), castagnoli, v)
-}
-
 // PageResult is what Sum found: the key bucket's last revision, and the
 // hash at it and at the check revision.
 type PageResult struct {
@@ -360,7 +356,7 @@ func (p *Pages) earlyCRC(early []earlyRec, compactRev, limit int64, newest map[u
 	}
 	crc := crc32.Update(0, castagnoli, etcdfmt.BucketKey)
 	for i, e := range early {
-		if e.rev > limit || e.rev <= compactRev && (keepAny && (e.tomb || superseded(i, e)) || e.rev == compactRev && e.tomb) {
+		if e.rev > limit || e.rev <= compactRev && !kept(keepAny, e.tomb, superseded(i, e), e.rev == compactRev) {
 			continue
 		}
 		crc = crc32Combine(crc, e.crc, int64(e.n))
