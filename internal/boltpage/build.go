@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // Builder writes a new bolt file from its buckets and their keys given in
@@ -46,9 +48,35 @@ func NewBuilder(f *os.File, pageSize int) (*Builder, error) {
 	if _, err := f.Seek(2*int64(pageSize), io.SeekStart); err != nil {
 		return nil, err
 	}
-	b := &Builder{f: f, w: bufio.NewWriterSize(f, 1<<20), ps: pageSize, next: 2}
+	wb := &writeback{f: f, off: 2 * int64(pageSize)}
+	wb.started = wb.off
+	b := &Builder{f: f, w: bufio.NewWriterSize(wb, 1<<20), ps: pageSize, next: 2}
 	b.root = &treeBuilder{b: b, root: true}
 	return b, nil
+}
+
+// writebackEvery is how much the Builder writes between starts of the
+// kernel's writeback.
+const writebackEvery = 16 << 20
+
+// writeback writes the Builder's pages to its file and, every
+// writebackEvery bytes, starts the kernel's writeback of them
+// (sync_file_range), so the disk works while pages are built and the final
+// fsync has little left to wait for.
+type writeback struct {
+	f            *os.File
+	off, started int64
+}
+
+func (w *writeback) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.off += int64(n)
+	if w.off-w.started >= writebackEvery {
+		// Advice: an error shows up again at the final fsync.
+		_ = unix.SyncFileRange(int(w.f.Fd()), w.started, w.off-w.started, unix.SYNC_FILE_RANGE_WRITE)
+		w.started = w.off
+	}
+	return n, err
 }
 
 // Bucket starts the next top-level bucket; its name must sort after the
@@ -133,22 +161,27 @@ func (b *Builder) writePage(p []byte) (uint64, error) {
 	n := (len(p) + b.ps - 1) / b.ps
 	binary.LittleEndian.PutUint64(p[0:], id)
 	binary.LittleEndian.PutUint32(p[12:], uint32(n-1))
+	if full := n * b.ps; full <= cap(p) { // pad in place: one write
+		clear(p[len(p):full])
+		p = p[:full]
+	}
 	if _, err := b.w.Write(p); err != nil {
 		return 0, err
 	}
-	if pad := n*b.ps - len(p); pad > 0 {
-		var zero [4096]byte
-		for pad > 0 {
-			k := min(pad, len(zero))
-			if _, err := b.w.Write(zero[:k]); err != nil {
-				return 0, err
-			}
-			pad -= k
+	for pad := n*b.ps - len(p); pad > 0; {
+		k := min(pad, len(zeroPad))
+		if _, err := b.w.Write(zeroPad[:k]); err != nil {
+			return 0, err
 		}
+		pad -= k
 	}
 	b.next += uint64(n)
 	return id, nil
 }
+
+// zeroPad pads a page's last bytes (a package variable: a local array
+// passed to Write would be a heap allocation per page).
+var zeroPad [4096]byte
 
 // treeBuilder builds one bucket's tree bottom-up: the leaf being filled
 // and, above it, the branch page being filled at each level.
