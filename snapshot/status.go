@@ -68,6 +68,7 @@ func ReadStatusWith(path string, opts StatusOptions) (Status, error) {
 	if err != nil {
 		return Status{}, fmt.Errorf("%s: %w", path, err)
 	}
+	h.run.Flush()
 	st.Hash = h.crc.Sum32()
 	return st, nil
 }
@@ -78,12 +79,15 @@ type statusHasher struct {
 	crc    hash.Hash32
 	ids    etcdfmt.KeyHasher
 	live   *liveSet
-	bucket []byte   // the top-level bucket being read
-	top    []string // the top-level buckets
+	run    boltpage.PageRun // into crc
+	bucket []byte           // the top-level bucket being read
+	top    []string         // the top-level buckets
 }
 
 func newStatusHasher(st *Status) *statusHasher {
-	return &statusHasher{st: st, crc: crc32.New(castagnoli), ids: etcdfmt.NewKeyHasher(), live: newLiveSet()}
+	h := &statusHasher{st: st, crc: crc32.New(castagnoli), ids: etcdfmt.NewKeyHasher(), live: newLiveSet()}
+	h.run.Write = func(b []byte) { h.crc.Write(b) }
+	return h
 }
 
 func (h *statusHasher) entry(e boltpage.Entry) error {
@@ -93,6 +97,7 @@ func (h *statusHasher) entry(e boltpage.Entry) error {
 			return fmt.Errorf("%w: top-level entry %q is not a bucket", etcdfmt.ErrSchema, e.Key)
 		}
 		h.top = append(h.top, string(e.Key))
+		h.run.Flush()
 		h.crc.Write(e.Key)
 		h.bucket = append(h.bucket[:0], e.Key...)
 		return nil
@@ -100,8 +105,7 @@ func (h *statusHasher) entry(e boltpage.Entry) error {
 	default:
 		return nil // etcd nests no buckets; etcdutl's hash does not descend
 	}
-	h.crc.Write(e.Key)
-	h.crc.Write(e.Value)
+	h.run.Add(e)
 	switch {
 	case bytes.Equal(h.bucket, etcdfmt.BucketMeta) && bytes.Equal(e.Key, etcdfmt.MetaStorageVersion):
 		if v, err := semver.NewVersion(string(e.Value)); err == nil {

@@ -164,6 +164,14 @@ type Entry struct {
 	// Top names the top-level bucket the entry lies in (nil for the
 	// entries of the root bucket); valid during the call.
 	Top []byte
+	// Page is the leaf page the entry lies in, valid during the call; its
+	// key and value lie back to back at Page[At:]. Last marks the page's
+	// last entry. bbolt writes a page's keys and values in order, so a
+	// hash over consecutive entries can be one pass over the page's bytes
+	// (PageRun).
+	Page []byte
+	At   int
+	Last bool
 }
 
 // Scan reads the file's tree once, depth first in key order, and calls fn
@@ -518,7 +526,8 @@ func (s *scanner) walkLeaf(p []byte, id uint64, depth, lvl int, lo, hi []byte) (
 			s.top = key
 		}
 		if s.fn != nil {
-			e := Entry{Depth: depth, Bucket: bucket, Key: key, Value: val}
+			e := Entry{Depth: depth, Bucket: bucket, Key: key, Value: val,
+				Page: p, At: e + int(pos), Last: i == int(count)-1}
 			if depth > 0 {
 				e.Top = s.top
 			}
@@ -644,3 +653,46 @@ type bitset []uint64
 func newBitset(n uint64) bitset    { return make(bitset, (n+63)/64) }
 func (b bitset) set(i uint64)      { b[i/64] |= 1 << (i % 64) }
 func (b bitset) has(i uint64) bool { return b[i/64]&(1<<(i%64)) != 0 }
+
+// PageRun joins the entries a scan meets into runs of bytes that lie back
+// to back in one page (each key followed by its value), so that a hash of
+// every key and value in order is a call per run, mostly one per page,
+// instead of two per entry. Call Add for each entry, then Flush.
+type PageRun struct {
+	// Write receives each run; runs never span two pages.
+	Write      func([]byte)
+	page       []byte
+	start, end int
+}
+
+// Add hashes e's key and value (only the key for a bucket: its value is
+// no part of it), joined to the run when they follow it in the same page.
+func (r *PageRun) Add(e Entry) {
+	n := len(e.Key) + len(e.Value)
+	if e.Bucket || len(e.Page) == 0 || e.At < 0 || e.At+n > len(e.Page) {
+		r.Flush()
+		r.Write(e.Key)
+		if len(e.Value) > 0 {
+			r.Write(e.Value)
+		}
+		return
+	}
+	if r.page != nil && (&r.page[0] != &e.Page[0] || len(r.page) != len(e.Page) || e.At != r.end) {
+		r.Flush()
+	}
+	if r.page == nil {
+		r.page, r.start, r.end = e.Page, e.At, e.At
+	}
+	r.end += n
+	if e.Last { // the page's buffer may be reused after this entry
+		r.Flush()
+	}
+}
+
+// Flush writes the run gathered so far.
+func (r *PageRun) Flush() {
+	if r.page != nil && r.end > r.start {
+		r.Write(r.page[r.start:r.end])
+	}
+	r.page = nil
+}

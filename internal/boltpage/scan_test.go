@@ -658,3 +658,43 @@ func TestEntryTop(t *testing.T) {
 		t.Fatalf("entries per top-level bucket: %v", seen)
 	}
 }
+
+// TestPageRun: the bytes PageRun hands over, per depth, are exactly every
+// key followed by its value (a bucket's key alone) in scan order, on a
+// fixture with inline and nested buckets, overflow values and deletes, and
+// they arrive as page-long runs: a run per page, besides buckets.
+func TestPageRun(t *testing.T) {
+	for _, ps := range []int{0, 1024} {
+		t.Run(fmt.Sprint("pagesize-", ps), func(t *testing.T) {
+			f, err := Open(fixture(t, false, ps), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			var want, got bytes.Buffer
+			runs, pages, buckets := 0, 0, 0
+			r := PageRun{Write: func(b []byte) { runs++; got.Write(b) }}
+			if _, err := f.Scan(func(e Entry) error {
+				if e.Last {
+					pages++
+				}
+				if e.Bucket {
+					buckets++
+				}
+				want.Write(e.Key)
+				want.Write(e.Value)
+				r.Add(e)
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			r.Flush()
+			if !bytes.Equal(got.Bytes(), want.Bytes()) {
+				t.Fatalf("runs hold %d bytes, the entries %d: they differ", got.Len(), want.Len())
+			}
+			if runs > pages+2*buckets { // a bucket: the run before it ends, its key alone
+				t.Fatalf("%d runs for %d pages and %d buckets: runs are not joined", runs, pages, buckets)
+			}
+		})
+	}
+}
