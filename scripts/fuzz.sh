@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-60s}
 targets=(
   internal/boltpage:FuzzScan
+  internal/boltpage:FuzzStreamPages
   internal/etcdfmt:FuzzWALReader
   internal/etcdfmt:FuzzTrailerWriter
   verify:FuzzSnapFile

@@ -60,7 +60,7 @@ type benchCase struct {
 	floor   func() time.Duration // optional reference, measured in the same run
 	target  string
 	// after, when set, adds rows under the case's from its medians.
-	after func(kit, peer sample) []string
+	after func(kit, peer sample, floor time.Duration) []string
 }
 
 func main() {
@@ -145,7 +145,7 @@ until %[6]s endpoint health >/dev/null 2>&1; do sleep 0.05; done
 		return repo
 	}
 	var drillServing []float64
-	var defragRemove []time.Duration
+	var defragRemove, kitStart []time.Duration
 	historyLines := 0
 	cases := []benchCase{
 		{
@@ -154,7 +154,21 @@ until %[6]s endpoint health >/dev/null 2>&1; do sleep 0.05; done
 				utlCopy()
 				return kit("snapshot", "status", snap), utl("snapshot", "status", utlSnap)
 			},
-			floor:   crcRead,
+			// The floors run in the bench's own process; etcdkit's times
+			// include starting one, measured beside them.
+			floor: func() time.Duration {
+				start := time.Now()
+				if err := exec.Command(*etcdkit, "--version").Run(); err != nil {
+					log.Fatal(err)
+				}
+				kitStart = append(kitStart, time.Since(start))
+				return crcRead()
+			},
+			after: func(kit, _ sample, floor time.Duration) []string {
+				st := medianDuration(kitStart)
+				return []string{fmt.Sprintf("| starting etcdkit alone (`etcdkit --version`; a 72 MB binary), inside every etcdkit time, not in the floors | %.2fs | | | | | | | status without it: %.2fx the floor |",
+					st.Seconds(), (kit.wall-st).Seconds()/floor.Seconds())}
+			},
 			cleanup: func() { utlDone() },
 		},
 		{
@@ -233,7 +247,7 @@ until %[6]s endpoint health >/dev/null 2>&1; do sleep 0.05; done
 				defragRemove = append(defragRemove, time.Since(start))
 				return copySynced(live, filepath.Join(defragDir, "copy.db"))
 			},
-			after: func(kit, _ sample) []string {
+			after: func(kit, _ sample, _ time.Duration) []string {
 				rm := medianDuration(defragRemove)
 				return []string{fmt.Sprintf("| defrag: removing the replaced file alone (%s; %s), inside both tools' times above, not in the floor | %.2fs | | | | | | | etcdkit without it: %.2fs |",
 					sizeOf(compacted), mountOptions(compacted), rm.Seconds(), (kit.wall - rm).Seconds())}
@@ -415,7 +429,7 @@ kill $W`, etcdctl, benchPrefix, opDir, opDir, historyLines)
 		},
 		cleanup: cleanRestore,
 		between: cleanRestore,
-		after:   func(k, u sample) []string { return []string{pitrNote(*pd, k, u)} },
+		after:   func(k, u sample, _ time.Duration) []string { return []string{pitrNote(*pd, k, u)} },
 	})
 
 	// The Kubernetes rows read their own data set, made on first use.
@@ -482,9 +496,9 @@ kill $W`, etcdctl, benchPrefix, opDir, opDir, historyLines)
 		}
 		k, u := median(kitS), median(utlS)
 		floor, vsFloor := "-", "-"
+		var f time.Duration
 		if len(floors) > 0 {
-			sort.Slice(floors, func(i, j int) bool { return floors[i] < floors[j] })
-			f := floors[len(floors)/2]
+			f = medianDuration(floors)
 			floor, vsFloor = fmtDur(f), fmt.Sprintf("%.2fx", float64(k.wall)/float64(f))
 		}
 		kitT, utlT := fmtDur(k.wall), fmtDur(u.wall)
@@ -499,7 +513,7 @@ kill $W`, etcdctl, benchPrefix, opDir, opDir, historyLines)
 		log.Print(row)
 		rows = append(rows, row)
 		if c.after != nil {
-			rows = append(rows, c.after(k, u)...)
+			rows = append(rows, c.after(k, u, f)...)
 		}
 	}
 	if len(drillServing) > 0 {
