@@ -59,7 +59,13 @@ func ReadStatusWith(path string, opts StatusOptions) (Status, error) {
 	defer f.Close()
 	f.Progress = opts.Progress
 	st := Status{TotalSize: f.TotalSize()}
-	h := newStatusHasher(&st)
+	var live liveCounter
+	if m, err := etcdfmt.PeekMeta(path, path, opts.LockTimeout); err == nil && m.Scheduled <= m.Finished {
+		live = &versionCount{compacted: m.Finished}
+	} else { // a compaction under way (or unreadable meta): the set
+		live = newLiveSet()
+	}
+	h := newStatusHasher(&st, live)
 	_, err = f.Scan(h.entry)
 	st.TotalKey = h.live.close()
 	if err == nil {
@@ -77,15 +83,14 @@ func ReadStatusWith(path string, opts StatusOptions) (Status, error) {
 type statusHasher struct {
 	st     *Status
 	crc    hash.Hash32
-	ids    etcdfmt.KeyHasher
-	live   *liveSet
+	live   liveCounter
 	run    boltpage.PageRun // into crc
 	bucket []byte           // the top-level bucket being read
 	top    []string         // the top-level buckets
 }
 
-func newStatusHasher(st *Status) *statusHasher {
-	h := &statusHasher{st: st, crc: crc32.New(castagnoli), ids: etcdfmt.NewKeyHasher(), live: newLiveSet()}
+func newStatusHasher(st *Status, live liveCounter) *statusHasher {
+	h := &statusHasher{st: st, crc: crc32.New(castagnoli), live: live}
 	h.run.Write = func(b []byte) { h.crc.Write(b) }
 	return h
 }
@@ -124,16 +129,52 @@ func (h *statusHasher) entry(e boltpage.Entry) error {
 		if err != nil {
 			return fmt.Errorf("bucket %q: revision %d_%d: %w", h.bucket, rev.Main, rev.Sub, err)
 		}
-		h.live.add(h.ids.ID64(kv.Key), tomb)
+		h.live.add(kv, rev.Main, tomb)
 	}
 	return nil
 }
 
-// liveSet counts the live keys while the key bucket is replayed in revision
-// order: a put makes its key live, a tombstone removes it. The set is
+// liveCounter counts the live keys while the key bucket is replayed in
+// revision order, as etcdutl does: a put makes its key live, a tombstone
+// removes it.
+type liveCounter interface {
+	add(kv etcdfmt.KeyValue, main int64, tomb bool)
+	close() int
+}
+
+// versionCount counts the live keys with no set, from what each entry says
+// of its key, on a db whose compaction at C is finished (or never ran): at
+// or below C etcd has kept at most one entry per key, its newest, live
+// unless a tombstone; above C a put of version 1 creates a key and a
+// tombstone deletes one. That is the set's count in constant memory, and
+// without hashing a key per entry.
+type versionCount struct {
+	compacted int64
+	n         int
+}
+
+func (c *versionCount) add(kv etcdfmt.KeyValue, main int64, tomb bool) {
+	switch {
+	case main <= c.compacted:
+		if !tomb {
+			c.n++
+		}
+	case tomb:
+		c.n--
+	case kv.Version == 1:
+		c.n++
+	}
+}
+
+func (c *versionCount) close() int { return max(c.n, 0) }
+
+// liveSet is the liveCounter of a db whose compaction is not finished (so
+// a key may still have several entries at or below it): the set of live
+// keys' fingerprints. The set is
 // updated in batches on a goroutine of its own, so the map work (a third of
 // the CPU time of a status) overlaps the reading and hashing.
 type liveSet struct {
+	ids   etcdfmt.KeyHasher
 	batch []keyOp
 	todo  chan []keyOp
 	spare chan []keyOp
@@ -148,7 +189,7 @@ type keyOp struct {
 const liveBatch = 4096
 
 func newLiveSet() *liveSet {
-	l := &liveSet{todo: make(chan []keyOp, 4), spare: make(chan []keyOp, 4), count: make(chan int)}
+	l := &liveSet{ids: etcdfmt.NewKeyHasher(), todo: make(chan []keyOp, 4), spare: make(chan []keyOp, 4), count: make(chan int)}
 	l.batch = make([]keyOp, 0, liveBatch)
 	go func() {
 		live := make(map[uint64]struct{})
@@ -170,8 +211,8 @@ func newLiveSet() *liveSet {
 	return l
 }
 
-func (l *liveSet) add(id uint64, tomb bool) {
-	l.batch = append(l.batch, keyOp{id, tomb})
+func (l *liveSet) add(kv etcdfmt.KeyValue, _ int64, tomb bool) {
+	l.batch = append(l.batch, keyOp{l.ids.ID64(kv.Key), tomb})
 	if len(l.batch) == liveBatch {
 		l.todo <- l.batch
 		select {
