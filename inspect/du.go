@@ -50,20 +50,32 @@ type DUReport struct {
 	FreeBytes  int64 `json:"free_bytes"`
 }
 
-// keyState is what du keeps per key: 20 bytes plus the map's own, so a
-// db's key count, not its size or history, bounds the memory.
-type keyState struct {
-	group int32
-	size  int32 // of the latest entry
-	tomb  bool
+// keyState is what du keeps per key, packed into 8 bytes beside the key's
+// 64-bit fingerprint (etcdfmt.KeyHasher.ID64: about n²/2⁶⁵ odds that two
+// of n keys share one): its group, whether its latest entry is a tombstone
+// and that entry's size. 16 bytes plus the map's own per key, so a db's
+// key count, not its size or history, bounds the memory: about 50 MB for
+// two million keys.
+type keyState uint64
+
+func newKeyState(group int32, size int, tomb bool) keyState {
+	s := keyState(uint32(size)) | keyState(uint32(group))<<32
+	if tomb {
+		s |= 1 << 63
+	}
+	return s
 }
+
+func (s keyState) group() int32 { return int32(uint32(s>>32) &^ (1 << 31)) }
+func (s keyState) size() int64  { return int64(uint32(s)) }
+func (s keyState) tomb() bool   { return s>>63 != 0 }
 
 // DU reports the space the key bucket takes by key prefix, in one checked
 // pass: live keys and their bytes, all revisions and their bytes,
 // tombstones, and what compaction and defrag would give back.
 func DU(ctx context.Context, o *Opened, opts DUOptions) (*DUReport, error) {
 	hasher := etcdfmt.NewKeyHasher()
-	keys := map[etcdfmt.KeyID]keyState{}
+	keys := map[uint64]keyState{}
 	groups := map[string]int32{}
 	var usage []Usage
 	group := opts.Group
@@ -88,7 +100,7 @@ func DU(ctx context.Context, o *Opened, opts DUOptions) (*DUReport, error) {
 		if e.tomb {
 			u.Tombstones++
 		}
-		keys[hasher.ID(e.kv.Key)] = keyState{group: g, size: int32(size), tomb: e.tomb}
+		keys[hasher.ID64(e.kv.Key)] = newKeyState(g, size, e.tomb)
 		return nil
 	}, nil)
 	m, pages, err := scan(ctx, o, visit)
@@ -96,9 +108,9 @@ func DU(ctx context.Context, o *Opened, opts DUOptions) (*DUReport, error) {
 		return nil, err
 	}
 	for _, st := range keys {
-		if !st.tomb {
-			usage[st.group].LiveKeys++
-			usage[st.group].LiveBytes += int64(st.size)
+		if !st.tomb() {
+			usage[st.group()].LiveKeys++
+			usage[st.group()].LiveBytes += st.size()
 		}
 	}
 	sort.Slice(usage, func(i, j int) bool {

@@ -415,7 +415,11 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 	if cfg.Progress != nil {
 		progress = func(done int64) { cfg.Progress(done, size) }
 	}
-	cp, err := streamSnapshot(ctx, r, name, files, !cfg.SkipHashCheck, progress)
+	cached := -1 // a checked source: every copy written directly
+	if scanned == nil {
+		cached = 0 // the first copy is checked next: keep it in memory
+	}
+	cp, err := streamSnapshot(ctx, r, name, files, cached, !cfg.SkipHashCheck, progress)
 	if err != nil {
 		return res, err
 	}

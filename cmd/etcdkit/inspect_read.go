@@ -428,6 +428,7 @@ func inspectDUCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			defer softMemoryLimitOf(keySetMemoryLimit)()
 			return withSource(c, func(src *inspect.Opened) error {
 				rep, err := inspect.DU(c.Context, src, inspect.DUOptions{Depth: c.Int("depth"), Top: c.Int("top")})
 				if err != nil {

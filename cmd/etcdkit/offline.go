@@ -70,6 +70,12 @@ func softMemoryLimitOf(n int64) (restore func()) {
 // create, snapshot save).
 const streamMemoryLimit = 80 << 20
 
+// keySetMemoryLimit is the soft limit of the commands that keep a set of
+// the db's keys (inspect du: 16 bytes per key plus the map's own, about
+// 50 MB for two million keys): without it the garbage of the set's growth
+// doubles the heap.
+const keySetMemoryLimit = 80 << 20
+
 func statusRecord(st snapshot.Status) record {
 	return record{
 		json:   st,

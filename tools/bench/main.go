@@ -125,7 +125,7 @@ func main() {
 	// The path an operator takes today to read a snapshot: restore it with
 	// etcdutl, start etcd on it, ask etcdctl (time to the answer).
 	opDir := filepath.Join(restoreDir, "op")
-	etcdctl := filepath.Join(*etcdBins, "etcdctl") + " --endpoints http://127.0.0.1:23790"
+	etcdctl := filepath.Join(*etcdBins, "etcdctl") + " --endpoints http://127.0.0.1:23790 --command-timeout 10m"
 	operator := func(snap, query string) []string {
 		const peer = "--initial-cluster default=http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800"
 		script := fmt.Sprintf(`set -e
