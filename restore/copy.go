@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
+	"github.com/etcdkit/etcdkit/internal/fsutil"
 )
 
 const (
@@ -25,10 +26,6 @@ const (
 	// carryMax is what a buffer holds back for the next one: the part of
 	// an aligned block not yet complete, plus a possible trailer.
 	carryMax = align + etcdfmt.SnapshotTrailerLen
-	// writebackEvery is how many written bytes may wait before a buffered
-	// writer asks the kernel to start writing them back; it keeps the disk
-	// busy during the copy so the final fsync has little left to do.
-	writebackEvery = 8 << 20
 )
 
 // chunk is one buffer of the input on its way to the hasher and writers.
@@ -193,14 +190,14 @@ func alignedBuffer(n int) []byte {
 type writer struct {
 	f      *os.File
 	direct *os.File // nil: no direct I/O
-	synced int64
+	wb     fsutil.Writeback
 }
 
 // useDirectIO can be turned off by tests to cover the buffered path.
 var useDirectIO = true
 
 func newWriter(f *os.File, direct bool) *writer {
-	w := &writer{f: f}
+	w := &writer{f: f, wb: fsutil.Writeback{F: f}}
 	if !useDirectIO || !direct {
 		return w
 	}
@@ -227,11 +224,7 @@ func (w *writer) write(c *chunk) error {
 	if _, err := w.f.WriteAt(data, off); err != nil {
 		return fmt.Errorf("write %s: %w", w.f.Name(), err)
 	}
-	if end := off + int64(len(data)); end-w.synced >= writebackEvery {
-		// Advisory: an error here shows up again at the final fsync.
-		_ = unix.SyncFileRange(int(w.f.Fd()), w.synced, end-w.synced, unix.SYNC_FILE_RANGE_WRITE)
-		w.synced = end
-	}
+	w.wb.Wrote(off + int64(len(data)))
 	return nil
 }
 

@@ -218,7 +218,7 @@ func newRevisionCheck(path string, lockTimeout time.Duration) *revisionCheck {
 // checks report them.
 func peekLeases(path string, lockTimeout time.Duration) (map[int64]bool, int64) {
 	leases := map[int64]bool{}
-	var scheduled int64
+	var meta etcdfmt.DBMeta
 	f, err := boltpage.Open(path, lockTimeout)
 	if err != nil {
 		return leases, 0 // the check that follows reports it
@@ -236,12 +236,12 @@ func peekLeases(path string, lockTimeout time.Duration) (map[int64]bool, int64) 
 			if id, err := etcdfmt.ParseLeaseKey(e.Key); err == nil {
 				leases[id] = true
 			}
-		case bytes.Equal(e.Key, etcdfmt.MetaScheduledCompactRev):
-			scheduled, _ = etcdfmt.ParseCompactRev(e.Value)
+		default:
+			_ = meta.Visit(e.Top, e.Key, e.Value) // the meta bucket's; a bad value stays 0
 		}
 		return nil
 	})
-	return leases, scheduled
+	return leases, meta.Scheduled
 }
 
 // entry checks one key-bucket entry (v nil for a nested bucket).

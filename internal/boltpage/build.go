@@ -9,7 +9,7 @@ import (
 	"io"
 	"os"
 
-	"golang.org/x/sys/unix"
+	"github.com/etcdkit/etcdkit/internal/fsutil"
 )
 
 // Builder writes a new bolt file from its buckets and their keys given in
@@ -48,34 +48,25 @@ func NewBuilder(f *os.File, pageSize int) (*Builder, error) {
 	if _, err := f.Seek(2*int64(pageSize), io.SeekStart); err != nil {
 		return nil, err
 	}
-	wb := &writeback{f: f, off: 2 * int64(pageSize)}
-	wb.started = wb.off
+	wb := &writeback{f: f, off: 2 * int64(pageSize), wb: fsutil.Writeback{F: f}}
 	b := &Builder{f: f, w: bufio.NewWriterSize(wb, 1<<20), ps: pageSize, next: 2}
 	b.root = &treeBuilder{b: b, root: true}
 	return b, nil
 }
 
-// writebackEvery is how much the Builder writes between starts of the
-// kernel's writeback.
-const writebackEvery = 16 << 20
-
-// writeback writes the Builder's pages to its file and, every
-// writebackEvery bytes, starts the kernel's writeback of them
-// (sync_file_range), so the disk works while pages are built and the final
-// fsync has little left to wait for.
+// writeback writes the Builder's pages to its file and starts their
+// writeback as it goes (fsutil.Writeback), so the disk works while pages
+// are built.
 type writeback struct {
-	f            *os.File
-	off, started int64
+	f   *os.File
+	off int64
+	wb  fsutil.Writeback
 }
 
 func (w *writeback) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.off += int64(n)
-	if w.off-w.started >= writebackEvery {
-		// Advice: an error shows up again at the final fsync.
-		_ = unix.SyncFileRange(int(w.f.Fd()), w.started, w.off-w.started, unix.SYNC_FILE_RANGE_WRITE)
-		w.started = w.off
-	}
+	w.wb.Wrote(w.off)
 	return n, err
 }
 
