@@ -154,14 +154,25 @@ func TestProgress(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The terminal is drained while the command runs (a full pty
+			// buffer would block its writes) and until the last write:
+			// one read returns only what one write put there.
+			drained := make(chan []byte)
+			go func() {
+				var all []byte
+				buf := make([]byte, 4096)
+				for {
+					n, err := ptmx.Read(buf)
+					all = append(all, buf[:n]...)
+					if err != nil { // EIO once the terminal side is closed and drained
+						drained <- all
+						return
+					}
+				}
+			}()
 			code = run(append([]string{"etcdkit"}, tc.args("tty")...), stdout, tty)
 			tty.Close()
-			buf := make([]byte, 4096)
-			n, err := ptmx.Read(buf)
-			if err != nil {
-				t.Fatalf("read the terminal: %v", err)
-			}
-			if got := string(buf[:n]); code != 0 || !strings.Contains(got, tc.label+" [") || !strings.Contains(got, "100%") {
+			if got := string(<-drained); code != 0 || !strings.Contains(got, tc.label+" [") || !strings.Contains(got, "100%") {
 				t.Fatalf("terminal: exit %d, stderr %q", code, got)
 			}
 		})
