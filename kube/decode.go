@@ -103,7 +103,7 @@ func (o *Object) decode(value []byte) (runtime.Object, error) {
 	switch {
 	case bytes.HasPrefix(value, protobufMagic):
 		o.Encoding = "protobuf"
-		obj, gvk, err := codecs.UniversalDeserializer().Decode(value, nil, nil)
+		obj, gvk, err := codecs().UniversalDeserializer().Decode(value, nil, nil)
 		if gvk != nil {
 			o.APIVersion, o.Kind = gvk.GroupVersion().String(), gvk.Kind
 		}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -93,10 +94,10 @@ var shortNames = map[schema.GroupResource][]string{
 // builtins are the resources of the scheme's kinds that have a list kind
 // (the ones kube-apiserver stores), plus CRDs and APIServices (JSON
 // values, their types are not in k8s.io/api), sorted by name.
-var builtins = func() []Resource {
+var builtins = sync.OnceValue(func() []Resource {
 	seen := map[schema.GroupResource]Resource{}
-	for gvk := range scheme.AllKnownTypes() {
-		if strings.HasSuffix(gvk.Kind, "List") || !scheme.Recognizes(gvk.GroupVersion().WithKind(gvk.Kind+"List")) {
+	for gvk := range scheme().AllKnownTypes() {
+		if strings.HasSuffix(gvk.Kind, "List") || !scheme().Recognizes(gvk.GroupVersion().WithKind(gvk.Kind+"List")) {
 			continue
 		}
 		plural, singular := meta.UnsafeGuessKindToResource(gvk)
@@ -121,7 +122,7 @@ var builtins = func() []Resource {
 	}
 	sort.Slice(list, func(i, j int) bool { return less(list[i], list[j]) })
 	return list
-}()
+})
 
 // less orders resources as the lookups prefer them: the core group
 // first, the deprecated extensions group last, then by name.
@@ -150,7 +151,7 @@ type Catalog struct {
 
 // NewCatalog is the built-ins plus custom.
 func NewCatalog(custom ...Resource) *Catalog {
-	c := &Catalog{list: append(append([]Resource(nil), builtins...), custom...), byPrefix: map[string]Resource{}}
+	c := &Catalog{list: append(append([]Resource(nil), builtins()...), custom...), byPrefix: map[string]Resource{}}
 	sort.SliceStable(c.list, func(i, j int) bool { return less(c.list[i], c.list[j]) })
 	for _, r := range c.list {
 		if _, ok := c.byPrefix[r.Prefix]; !ok { // cohabiting: the preferred one
