@@ -231,6 +231,19 @@ func TestDryRun(t *testing.T) {
 
 // TestRestorePanicCleansUp: a panic in the middle of a restore (a bug)
 // removes what the restore wrote while it unwinds, like an error does.
+// TestNoTrailerRefusedFirst: a file whose length shows no trailer is
+// refused before any byte of it is copied.
+func TestNoTrailerRefusedFirst(t *testing.T) {
+	faultSource(t)
+	var phases []string
+	restore.SetPhaseHook(func(p string) { phases = append(phases, p) })
+	defer restore.SetPhaseHook(func(string) {})
+	_, err := restore.Restore(context.Background(), singleConfig(t.TempDir()), faultRaw)
+	if !errors.Is(err, restore.ErrNoTrailer) || len(phases) != 0 {
+		t.Fatalf("got %v after the phases %v, want %v before any", err, phases, restore.ErrNoTrailer)
+	}
+}
+
 func TestRestorePanicCleansUp(t *testing.T) {
 	src := faultSource(t)
 	for _, phase := range []string{"copied", "db-finished", "wal-written", "synced"} {
