@@ -96,8 +96,9 @@ var shortNames = map[schema.GroupResource][]string{
 // values, their types are not in k8s.io/api), sorted by name.
 var builtins = sync.OnceValue(func() []Resource {
 	seen := map[schema.GroupResource]Resource{}
-	for gvk := range scheme().AllKnownTypes() {
-		if strings.HasSuffix(gvk.Kind, "List") || !scheme().Recognizes(gvk.GroupVersion().WithKind(gvk.Kind+"List")) {
+	s := scheme()
+	for gvk := range s.AllKnownTypes() {
+		if strings.HasSuffix(gvk.Kind, "List") || !s.Recognizes(gvk.GroupVersion().WithKind(gvk.Kind+"List")) {
 			continue
 		}
 		plural, singular := meta.UnsafeGuessKindToResource(gvk)
