@@ -81,9 +81,8 @@ type Options struct {
 	// Done, when set, runs once the whole snapshot went through the
 	// writer and its trailer matched, while the stream's facts are joined
 	// and compared with the member's HashKV: the file's fsync, the end of
-	// an upload. Its
-	// error fails the snapshot; the checks' failure is returned after it
-	// returned.
+	// an upload. Its error fails the snapshot; the checks' failure is
+	// returned after it returned.
 	Done func() error
 	// SkipMemberHash leaves out the member's HashKV: it blocks the
 	// member's commits while it hashes (about 0.4 s per 600 MB of db on
