@@ -50,11 +50,8 @@ type copied struct {
 // back until the end of the input shows whether they are the snapshot's
 // sha256 trailer (etcd appends one when the size of the rest is a multiple
 // of 512), which is never written. Memory stays at chunks*chunkSize.
-//
-// outs[cached] (cached -1: none) is written through the page cache, not
-// with direct I/O: a copy that is read again right after (the check of a
-// streamed snapshot) is then read from memory, not from the disk.
-func streamSnapshot(ctx context.Context, r io.Reader, name string, outs []*os.File, cached int, hashIt bool, progress func(int64)) (copied, error) {
+// check, when set, also sees the db's bytes in order, beside the writers.
+func streamSnapshot(ctx context.Context, r io.Reader, name string, outs []*os.File, hashIt bool, check func([]byte), progress func(int64)) (copied, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
@@ -91,8 +88,11 @@ func streamSnapshot(ctx context.Context, r io.Reader, name string, outs []*os.Fi
 		h = sha256.New()
 		start(func(c *chunk) error { h.Write(c.data); return nil })
 	}
-	for i, f := range outs {
-		w := newWriter(f, i != cached)
+	if check != nil {
+		start(func(c *chunk) error { check(c.data); return nil })
+	}
+	for _, f := range outs {
+		w := newWriter(f)
 		defer w.close()
 		start(w.write)
 	}
@@ -196,9 +196,9 @@ type writer struct {
 // useDirectIO can be turned off by tests to cover the buffered path.
 var useDirectIO = true
 
-func newWriter(f *os.File, direct bool) *writer {
+func newWriter(f *os.File) *writer {
 	w := &writer{f: f, wb: fsutil.Writeback{F: f}}
-	if !useDirectIO || !direct {
+	if !useDirectIO {
 		return w
 	}
 	if d, err := os.OpenFile(f.Name(), os.O_WRONLY|unix.O_DIRECT, 0); err == nil {

@@ -44,7 +44,7 @@ func TestStreamSnapshot(t *testing.T) {
 				t.Fatal(err)
 			}
 			var last int64
-			res, err := streamSnapshot(context.Background(), wrap(bytes.NewReader(in)), "input", []*os.File{out}, -1, true, func(n int64) { last = n })
+			res, err := streamSnapshot(context.Background(), wrap(bytes.NewReader(in)), "input", []*os.File{out}, true, nil, func(n int64) { last = n })
 			if err != nil {
 				t.Fatalf("size %d %s: %v", size, name, err)
 			}
@@ -74,7 +74,7 @@ func TestStreamSnapshotReadError(t *testing.T) {
 	}
 	defer out.Close()
 	r := io.MultiReader(bytes.NewReader(make([]byte, 3*chunkSize)), iotest.ErrReader(io.ErrClosedPipe))
-	if _, err := streamSnapshot(context.Background(), r, "input", []*os.File{out}, -1, true, nil); err == nil {
+	if _, err := streamSnapshot(context.Background(), r, "input", []*os.File{out}, true, nil, nil); err == nil {
 		t.Fatal("no error")
 	}
 }

@@ -2,6 +2,7 @@ package restore_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -9,13 +10,17 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/testetcd"
@@ -570,4 +575,121 @@ func TestRestoreDiskFull(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fromStream restores the snapshot at path as a backup's stream is
+// restored: read once, through a reader that is not a file.
+func fromStream(ctx context.Context, cfg restore.Config, path string) (restore.Result, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return restore.Result{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return restore.Result{}, err
+	}
+	return restore.RestoreFrom(ctx, cfg, struct{ io.Reader }{f}, path, fi.Size())
+}
+
+// withTrailer returns db with etcd's sha256 trailer.
+func withTrailer(db []byte) []byte {
+	sum := sha256.Sum256(db)
+	return append(db, sum[:]...)
+}
+
+// TestRestoreFromStream: a stream is checked as it passes. An etcd
+// snapshot is proven by the stream alone (no copy is read again); damage
+// the sha256 trailer vouches for is still refused (the copy's check finds
+// it); and a db the stream cannot prove but bolt's checks pass (a nested
+// bucket) is restored after the copy's check.
+func TestRestoreFromStream(t *testing.T) {
+	src := faultSource(t)
+	var phases []string
+	restore.SetPhaseHook(func(p string) { phases = append(phases, p) })
+	defer restore.SetPhaseHook(func(string) {})
+	checkedCopy := func() bool { return slices.Contains(phases, "check-copy") }
+
+	t.Run("etcd snapshot", func(t *testing.T) {
+		phases = nil
+		res, err := fromStream(context.Background(), singleConfig(t.TempDir()), src.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Revision != src.revision || res.SHA256 == "" {
+			t.Errorf("result %+v, want revision %d and a checked hash", res, src.revision)
+		}
+		if checkedCopy() {
+			t.Error("the copy was checked: the stream did not prove an etcd snapshot")
+		}
+	})
+
+	t.Run("key order damaged under a valid trailer", func(t *testing.T) {
+		phases = nil
+		refused(t, fromStream, src, func(t *testing.T, s *setup) {
+			b, err := os.ReadFile(src.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db := b[:len(b)-32]
+			ps := int(binary.LittleEndian.Uint32(db[16+8:]))
+			// The first key of every leaf of revisions goes above the rest.
+			for off := 2 * ps; off+ps <= len(db); off += ps {
+				if binary.LittleEndian.Uint64(db[off:]) != uint64(off/ps) || binary.LittleEndian.Uint16(db[off+8:]) != 0x02 || binary.LittleEndian.Uint16(db[off+10:]) < 2 {
+					continue
+				}
+				e := off + 16
+				pos, ksize := int(binary.LittleEndian.Uint32(db[e+4:])), binary.LittleEndian.Uint32(db[e+8:])
+				if ksize == 17 {
+					db[e+pos] = 0xff
+				}
+			}
+			s.snap = filepath.Join(s.dir, "damaged.db")
+			if err := os.WriteFile(s.snap, withTrailer(db), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, boltpage.ErrIntegrity, "is not above the previous key")
+		if !checkedCopy() {
+			t.Error("refused without checking the copy")
+		}
+	})
+
+	t.Run("nested bucket", func(t *testing.T) {
+		phases = nil
+		dir := t.TempDir()
+		db := filepath.Join(dir, "nested.db")
+		testetcd.CopyFile(t, faultRaw, db)
+		b, err := bolt.Open(db, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var snap bytes.Buffer
+		err = b.Update(func(tx *bolt.Tx) error {
+			_, err := tx.Bucket([]byte("meta")).CreateBucket([]byte("nested"))
+			return err
+		})
+		if err == nil {
+			err = b.View(func(tx *bolt.Tx) error { _, err := tx.WriteTo(&snap); return err })
+		}
+		if cerr := b.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "nested-snapshot.db")
+		if err := os.WriteFile(path, withTrailer(snap.Bytes()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		res, err := fromStream(context.Background(), singleConfig(dir), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Revision != src.revision {
+			t.Errorf("revision %d, want %d", res.Revision, src.revision)
+		}
+		if !checkedCopy() {
+			t.Error("the stream proved a db with a nested bucket, which its proof does not cover")
+		}
+	})
 }

@@ -377,7 +377,8 @@ func checkDB(path, name string) (srcFacts, error) {
 }
 
 // restoreFrom is RestoreFrom; scanned, when set, waits for the verdict of
-// a check of the source already under way; else the first copy is checked.
+// a check of the source already under way; else the stream is checked as
+// it passes, or failing that the first copy.
 // Either way bbolt edits a copy only after it passed.
 func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size int64, scanned func() (srcFacts, error)) (res Result, err error) {
 	lg := cfg.Logger
@@ -420,11 +421,17 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 	if cfg.Progress != nil {
 		progress = func(done int64) { cfg.Progress(done, size) }
 	}
-	cached := -1 // a checked source: every copy written directly
+	// A stream is checked as it passes (streamCheck), so that every copy
+	// is written directly and none is read again; where the stream alone
+	// proves nothing, the first copy is checked after.
+	var sc *streamCheck
+	var check func([]byte)
 	if scanned == nil {
-		cached = 0 // the first copy is checked next: keep it in memory
+		sc = newStreamCheck()
+		defer sc.close()
+		check = sc.Write
 	}
-	cp, err := streamSnapshot(ctx, r, name, files, cached, !cfg.SkipHashCheck, progress)
+	cp, err := streamSnapshot(ctx, r, name, files, !cfg.SkipHashCheck, check, progress)
 	if err != nil {
 		return res, err
 	}
@@ -451,11 +458,19 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", name, err)
 	}
-	check := scanned
-	if check == nil {
-		check = func() (srcFacts, error) { return checkDB(targets[0].dbPath(), name) }
+	checked := scanned
+	if checked == nil {
+		checked = func() (srcFacts, error) {
+			f, err := sc.facts()
+			if err == nil {
+				return f, nil
+			}
+			lg.Info("the snapshot stream alone did not prove the db sound; checking the restored copy", zap.String("snapshot", name), zap.Error(err))
+			phaseHook("check-copy")
+			return checkDB(targets[0].dbPath(), name)
+		}
 	}
-	facts, err := check()
+	facts, err := checked()
 	if err != nil {
 		return res, err
 	}

@@ -314,74 +314,9 @@ func pagesOf(t *testing.T, path string) (Meta, []page) {
 func TestScanFindsDamage(t *testing.T) {
 	for _, freelist := range []bool{true, false} {
 		src := fixture(t, freelist, 0)
-		m, pages := pagesOf(t, src)
+		m, tests, leaf := treeDamages(t, src)
 		ps := int64(m.PageSize)
-		find := func(ok func(page) bool) page {
-			for _, p := range pages {
-				if ok(p) {
-					return p
-				}
-			}
-			t.Fatal("the fixture has no such page")
-			return page{}
-		}
-		byID := map[uint64]page{}
-		for _, p := range pages {
-			byID[p.id] = p
-		}
-		// A branch whose first child is a leaf: that leaf is surely
-		// reachable, and its parent sets an upper bound for its keys.
-		branch := find(func(p page) bool {
-			c := byID[p.pgs0()]
-			return p.flags == branchPageFlag && p.count >= 3 && c.flags == leafPageFlag && c.count >= 3
-		})
-		leaf := byID[branch.pgs[0]]
-		overflowLeaf := find(func(p page) bool { return p.flags == leafPageFlag && p.overflow > 0 })
 		u64 := func(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
-		u32 := func(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
-		elem := func(p page, i int) int64 { return p.off + pageHeaderSize + int64(i)*elemSize }
-
-		type patch struct {
-			off  int64
-			data []byte
-		}
-		tests := []struct {
-			name    string
-			patches func() []patch
-			want    string
-		}{
-			{"key order in a leaf", func() []patch {
-				// The first key's first byte becomes 0xff: above its successor.
-				b := testetcd.Must(os.ReadFile(src))(t)
-				pos := binary.LittleEndian.Uint32(b[elem(leaf, 0)+4:])
-				return []patch{{elem(leaf, 0) + int64(pos), []byte{0xff}}}
-			}, "is not above the previous key"},
-			{"key order across pages", func() []patch {
-				// The last key of the leaf goes above the parent's next key.
-				b := testetcd.Must(os.ReadFile(src))(t)
-				last := int(leaf.count) - 1
-				pos := binary.LittleEndian.Uint32(b[elem(leaf, last)+4:])
-				return []patch{{elem(leaf, last) + int64(pos), []byte{0xff}}}
-			}, "is not below the next key"},
-			{"two references to one page", func() []patch {
-				return []patch{{elem(branch, 1) + 8, u64(branch.pgs[0])}}
-			}, "multiple references"},
-			{"child outside the file", func() []patch {
-				return []patch{{elem(branch, 1) + 8, u64(m.Pgid + 10)}}
-			}, "out of bounds"},
-			{"leaf with a meta page's type", func() []patch {
-				return []patch{{leaf.off + 8, []byte{metaPageFlag, 0}}}
-			}, "invalid type: meta"},
-			{"header names another page", func() []patch {
-				return []patch{{leaf.off, u64(leaf.id + 1)}}
-			}, "its header says it is page"},
-			{"element points outside the page", func() []patch {
-				return []patch{{elem(leaf, 1) + 4, u32(1 << 30)}}
-			}, "points outside the page"},
-			{"overflow past the high-water mark", func() []patch {
-				return []patch{{overflowLeaf.off + 12, u32(uint32(m.Pgid))}}
-			}, "pass the high-water mark"},
-		}
 		if freelist {
 			fl := m.Freelist
 			b := testetcd.Must(os.ReadFile(src))(t)
@@ -391,11 +326,7 @@ func TestScanFindsDamage(t *testing.T) {
 			}
 			ids := int64(fl)*ps + pageHeaderSize
 			first := binary.LittleEndian.Uint64(b[ids:])
-			tests = append(tests, []struct {
-				name    string
-				patches func() []patch
-				want    string
-			}{
+			tests = append(tests, []damage{
 				{"reachable page listed free", func() []patch { return []patch{{ids, u64(leaf.id)}} }, "reachable freed"},
 				{"page freed twice", func() []patch { return []patch{{ids + 8, u64(first)}} }, "already freed"},
 				{"free page not listed", func() []patch {
@@ -405,17 +336,7 @@ func TestScanFindsDamage(t *testing.T) {
 		}
 		for _, tc := range tests {
 			t.Run(fmt.Sprintf("freelist=%v/%s", freelist, tc.name), func(t *testing.T) {
-				path := filepath.Join(t.TempDir(), "bad.db")
-				b, err := os.ReadFile(src)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, p := range tc.patches() {
-					copy(b[p.off:], p.data)
-				}
-				if err := os.WriteFile(path, b, 0o600); err != nil {
-					t.Fatal(err)
-				}
+				path := tc.apply(t, src)
 				f, err := Open(path, 0)
 				if err != nil {
 					t.Fatal(err)
@@ -697,4 +618,97 @@ func TestPageRun(t *testing.T) {
 			}
 		})
 	}
+}
+
+// patch is bytes to write at an offset of a file.
+type patch struct {
+	off  int64
+	data []byte
+}
+
+// damage is one way to damage a fixture, and the words of Scan's problem.
+type damage struct {
+	name    string
+	patches func() []patch
+	want    string
+}
+
+// apply writes a copy of src with d's patches into dir.
+func (d damage) apply(t *testing.T, src string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "bad.db")
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range d.patches() {
+		copy(b[p.off:], p.data)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// treeDamages are damages of the trees of the fixture at src, each in one
+// place: its meta page, the damages, and the leaf most of them touch.
+func treeDamages(t *testing.T, src string) (Meta, []damage, page) {
+	m, pages := pagesOf(t, src)
+	find := func(ok func(page) bool) page {
+		for _, p := range pages {
+			if ok(p) {
+				return p
+			}
+		}
+		t.Fatal("the fixture has no such page")
+		return page{}
+	}
+	byID := map[uint64]page{}
+	for _, p := range pages {
+		byID[p.id] = p
+	}
+	// A branch whose first child is a leaf: that leaf is surely
+	// reachable, and its parent sets an upper bound for its keys.
+	branch := find(func(p page) bool {
+		c := byID[p.pgs0()]
+		return p.flags == branchPageFlag && p.count >= 3 && c.flags == leafPageFlag && c.count >= 3
+	})
+	leaf := byID[branch.pgs[0]]
+	overflowLeaf := find(func(p page) bool { return p.flags == leafPageFlag && p.overflow > 0 })
+	u64 := func(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
+	u32 := func(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
+	elem := func(p page, i int) int64 { return p.off + pageHeaderSize + int64(i)*elemSize }
+	return m, []damage{
+		{"key order in a leaf", func() []patch {
+			// The first key's first byte becomes 0xff: above its successor.
+			b := testetcd.Must(os.ReadFile(src))(t)
+			pos := binary.LittleEndian.Uint32(b[elem(leaf, 0)+4:])
+			return []patch{{elem(leaf, 0) + int64(pos), []byte{0xff}}}
+		}, "is not above the previous key"},
+		{"key order across pages", func() []patch {
+			// The last key of the leaf goes above the parent's next key.
+			b := testetcd.Must(os.ReadFile(src))(t)
+			last := int(leaf.count) - 1
+			pos := binary.LittleEndian.Uint32(b[elem(leaf, last)+4:])
+			return []patch{{elem(leaf, last) + int64(pos), []byte{0xff}}}
+		}, "is not below the next key"},
+		{"two references to one page", func() []patch {
+			return []patch{{elem(branch, 1) + 8, u64(branch.pgs[0])}}
+		}, "multiple references"},
+		{"child outside the file", func() []patch {
+			return []patch{{elem(branch, 1) + 8, u64(m.Pgid + 10)}}
+		}, "out of bounds"},
+		{"leaf with a meta page's type", func() []patch {
+			return []patch{{leaf.off + 8, []byte{metaPageFlag, 0}}}
+		}, "invalid type: meta"},
+		{"header names another page", func() []patch {
+			return []patch{{leaf.off, u64(leaf.id + 1)}}
+		}, "its header says it is page"},
+		{"element points outside the page", func() []patch {
+			return []patch{{elem(leaf, 1) + 4, u32(1 << 30)}}
+		}, "points outside the page"},
+		{"overflow past the high-water mark", func() []patch {
+			return []patch{{overflowLeaf.off + 12, u32(uint32(m.Pgid))}}
+		}, "pass the high-water mark"},
+	}, leaf
 }

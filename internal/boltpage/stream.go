@@ -24,6 +24,18 @@ type Stream struct {
 	// Leaf is called with each page that has a leaf header and its own
 	// id, with its overflow pages; p is only valid during the call.
 	Leaf func(id uint64, p []byte) error
+	// Prove, set before the first Write, makes the stream also check what
+	// Scan checks (see proof), so that a copy written as it streams need
+	// not be read again: Walk then fails with ErrUnproven where the
+	// stream alone does not show the file sound (the caller checks its
+	// copy instead). Close returns the proof's memory.
+	Prove bool
+	// Code, when set, gives keys the caller knows an order code: for two
+	// keys with codes, a < b exactly when Code(a) < Code(b). The proof compares
+	// last keys by it (see proof), and LastCode returns it.
+	Code  func(key []byte) (uint64, bool)
+	proof *proof
+	over  map[uint64]uint32 // overflow pages of pages that have some
 
 	Meta      Meta
 	metaOK    bool
@@ -129,6 +141,10 @@ func (s *Stream) readMeta() error {
 		return fmt.Errorf("%w: %d pages: more than etcdkit's stream reader indexes", ErrDamaged, m.Pgid)
 	}
 	s.children, s.dirs, s.tooLarge = map[uint64]span{}, map[uint64][]byte{}, map[uint64]bool{}
+	s.over = map[uint64]uint32{}
+	if s.Prove {
+		s.proof = newProof(m, s.Code)
+	}
 	// The rest of page 0 follows; count it as received.
 	s.buf = append(make([]byte, 0, m.PageSize), s.buf...)
 	return nil
@@ -203,6 +219,10 @@ func (s *Stream) whole(id uint64, p []byte) error {
 			s.kids = append(s.kids, uint32(child))
 		}
 		s.children[id] = span{uint32(start), uint32(count)}
+		s.overflow(id, p)
+		if s.proof != nil {
+			s.proof.branch(id, p, int(count))
+		}
 		return nil
 	}
 	// Grown as pages arrive: a meta page's claim costs nothing until the
@@ -211,6 +231,10 @@ func (s *Stream) whole(id uint64, p []byte) error {
 		s.leaves = append(s.leaves, 0)
 	}
 	s.leaves.set(id)
+	s.overflow(id, p)
+	if s.proof != nil {
+		s.proof.leaf(id, p)
+	}
 	if hasBucket(p) {
 		if s.dirBytes+len(p) > maxDirBytes {
 			return fmt.Errorf("%w: more than %d bytes of pages holding buckets", ErrDamaged, maxDirBytes)
@@ -222,6 +246,30 @@ func (s *Stream) whole(id uint64, p []byte) error {
 		return s.Leaf(id, p)
 	}
 	return nil
+}
+
+// overflow records how many overflow pages page id (p) has, if any: the
+// walk marks them used too.
+func (s *Stream) overflow(id uint64, p []byte) {
+	if n := len(p)/int(s.Meta.PageSize) - 1; n > 0 {
+		s.over[id] = uint32(n)
+	}
+}
+
+// LastCode returns, after Walk proved the file, the Code of the last key
+// of the tree under page id (a bucket's root), if it has one.
+func (s *Stream) LastCode(id uint64) (uint64, bool) {
+	if s.proof == nil {
+		return 0, false
+	}
+	return s.proof.lastCode(id)
+}
+
+// Close returns the memory of the proof (Prove).
+func (s *Stream) Close() {
+	if s.proof != nil {
+		s.proof.release()
+	}
 }
 
 func hasBucket(p []byte) bool {
@@ -256,6 +304,11 @@ func (s *Stream) Walk(fn func(bucket []byte, id uint64, inline []byte) error) er
 	if !s.finished {
 		return fmt.Errorf("boltpage: Walk before Finish")
 	}
+	if s.proof != nil {
+		if err := s.proof.root(s.Meta.Root, true); err != nil {
+			return err
+		}
+	}
 	return s.walk(s.Meta.Root, 0, func(root uint64) error {
 		p, ok := s.dirs[root]
 		if !ok {
@@ -269,6 +322,11 @@ func (s *Stream) Walk(fn func(bucket []byte, id uint64, inline []byte) error) er
 				return fmt.Errorf("%w: bucket %q has a %d-byte header", ErrDamaged, name, len(val))
 			}
 			if r := binary.LittleEndian.Uint64(val); r != 0 {
+				if s.proof != nil && r < s.Meta.Pgid {
+					if err := s.proof.root(r, false); err != nil {
+						return err
+					}
+				}
 				return s.walk(r, 0, func(id uint64) error { return fn(name, id, nil) })
 			}
 			inline := val[bucketHeaderSize:]
@@ -277,6 +335,11 @@ func (s *Stream) Walk(fn func(bucket []byte, id uint64, inline []byte) error) er
 			}
 			if flags, _, _ := pageHeader(inline); flags != leafPageFlag {
 				return fmt.Errorf("%w: inline bucket %q: invalid type: %s", ErrDamaged, name, pageType(flags))
+			}
+			if s.proof != nil {
+				if err := s.proof.inline(inline); err != nil {
+					return err
+				}
 			}
 			return fn(name, 0, inline)
 		})
@@ -293,13 +356,15 @@ func (s *Stream) walk(id uint64, depth int, leaf func(uint64) error) error {
 	case id < 2 || id >= s.Meta.Pgid:
 		return fmt.Errorf("%w: page %d is outside the file's %d pages", ErrDamaged, id, s.Meta.Pgid)
 	}
-	for uint64(len(s.visited))*64 <= id {
-		s.visited = append(s.visited, 0)
+	for i := id; i <= id+uint64(s.over[id]); i++ {
+		for uint64(len(s.visited))*64 <= i {
+			s.visited = append(s.visited, 0)
+		}
+		if s.visited.has(i) {
+			return fmt.Errorf("%w: page %d is in the trees twice", ErrDamaged, i)
+		}
+		s.visited.set(i)
 	}
-	if s.visited.has(id) {
-		return fmt.Errorf("%w: page %d is in the trees twice", ErrDamaged, id)
-	}
-	s.visited.set(id)
 	switch {
 	case s.tooLarge[id]:
 		return fmt.Errorf("%w: page %d claims more overflow pages than etcdkit gathers (%d MiB)", ErrDamaged, id, maxPageBytes>>20)

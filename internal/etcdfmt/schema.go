@@ -96,6 +96,24 @@ func ParseRevKey(k []byte) (rev Revision, tombstone bool, err error) {
 	return rev, tombstone, nil
 }
 
+// RevKeyCode is an order code of a key-bucket key: main<<24 | sub<<1 |
+// tombstone, so that codes compare as the keys do. Keys whose main
+// revision reaches 2^39 or sub revision 2^23 have none.
+func RevKeyCode(k []byte) (uint64, bool) {
+	r, tomb, err := ParseRevKey(k)
+	if err != nil || r.Main < 0 || r.Main >= 1<<39 || r.Sub < 0 || r.Sub >= 1<<23 {
+		return 0, false
+	}
+	c := uint64(r.Main)<<24 | uint64(r.Sub)<<1
+	if tomb {
+		c |= 1
+	}
+	return c, true
+}
+
+// RevOfCode is the main revision of a RevKeyCode.
+func RevOfCode(c uint64) int64 { return int64(c >> 24) }
+
 // ParseCompactRev decodes the 17-byte revision stored under the meta keys
 // scheduledCompactRev and finishedCompactRev and returns its main revision.
 func ParseCompactRev(v []byte) (int64, error) {

@@ -36,6 +36,40 @@ func TestRevKeyRoundTrip(t *testing.T) {
 	}
 }
 
+// TestRevKeyCode: codes order as the keys' bytes do, within range, and
+// carry the main revision; keys out of range or malformed have none.
+func TestRevKeyCode(t *testing.T) {
+	type key struct {
+		rev  Revision
+		tomb bool
+	}
+	keys := []key{{Revision{1, 0}, false}, {Revision{1, 0}, true}, {Revision{1, 1}, false}, {Revision{1, 255}, false},
+		{Revision{1, 256}, false}, {Revision{2, 0}, false}, {Revision{255, 3}, true}, {Revision{256, 0}, false}, {Revision{1<<39 - 1, 1<<23 - 1}, true}}
+	for i, a := range keys {
+		ka := a.rev.AppendKey(nil, a.tomb)
+		ca, ok := RevKeyCode(ka)
+		if !ok || RevOfCode(ca) != a.rev.Main {
+			t.Fatalf("%v: code %x, %v", a, ca, ok)
+		}
+		for _, b := range keys[i+1:] {
+			kb := b.rev.AppendKey(nil, b.tomb)
+			cb, _ := RevKeyCode(kb)
+			if bytes.Compare(ka, kb) >= 0 || ca >= cb {
+				t.Fatalf("%v < %v: keys compare %d, codes %x %x", a, b, bytes.Compare(ka, kb), ca, cb)
+			}
+		}
+	}
+	for name, k := range map[string][]byte{
+		"main too large": Revision{1 << 39, 0}.AppendKey(nil, false),
+		"sub too large":  Revision{5, 1 << 23}.AppendKey(nil, false),
+		"not a revision": []byte("consistent_index"),
+	} {
+		if c, ok := RevKeyCode(k); ok {
+			t.Errorf("%s: code %x", name, c)
+		}
+	}
+}
+
 func TestParseRevKeyRejects(t *testing.T) {
 	good := Revision{5, 1}.AppendKey(nil, false)
 	noSep := bytes.Clone(good)
