@@ -9,7 +9,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -55,11 +54,16 @@ func streamSnapshot(ctx context.Context, r io.Reader, name string, outs []*os.Fi
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	free := make(chan *chunk, chunks)
-	for range chunks {
-		free <- &chunk{buf: alignedBuffer(carryMax + chunkSize)}
+	bufs, release, err := buffers(chunks, carryMax+chunkSize)
+	if err != nil {
+		return copied{}, err
 	}
-	release := func(c *chunk) {
+	defer release()
+	free := make(chan *chunk, chunks)
+	for _, b := range bufs {
+		free <- &chunk{buf: b}
+	}
+	done := func(c *chunk) {
 		if c.refs.Add(-1) == 0 {
 			free <- c
 		}
@@ -79,7 +83,7 @@ func streamSnapshot(ctx context.Context, r io.Reader, name string, outs []*os.Fi
 						failed = true
 					}
 				}
-				release(c)
+				done(c)
 			}
 		})
 	}
@@ -174,11 +178,21 @@ func readChunks(ctx context.Context, r io.Reader, name string, free chan *chunk,
 	}
 }
 
-// alignedBuffer returns n bytes starting on an align boundary.
-func alignedBuffer(n int) []byte {
-	b := make([]byte, n+align)
-	skip := (align - int(uintptr(unsafe.Pointer(&b[0]))%align)) % align
-	return b[skip : skip+n : skip+n]
+// buffers returns k buffers of n bytes, each starting on an align
+// boundary, mapped outside Go's heap: they live as long as the copy, and
+// in the heap they would double the garbage collector's goal (the heap it
+// lets grow before collecting) for nothing. release unmaps them; no
+// buffer is used after it.
+func buffers(k, n int) (bufs [][]byte, release func(), err error) {
+	size := (n + align - 1) &^ (align - 1)
+	mem, err := unix.Mmap(-1, 0, k*size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
+	if err != nil {
+		return nil, nil, fmt.Errorf("copy buffers: %w", err)
+	}
+	for i := range k {
+		bufs = append(bufs, mem[i*size:i*size+n:i*size+n])
+	}
+	return bufs, func() { _ = unix.Munmap(mem) }, nil
 }
 
 // writer writes chunks at their offsets. Aligned data goes through a second

@@ -18,7 +18,9 @@ var ErrUnproven = errors.New("the stream alone does not prove the file sound")
 
 // maxProvePages bounds the pages a proof indexes: 17 bytes each, outside
 // Go's heap, so 34 MiB at etcd's largest recommended quota (8 GiB of 4 KiB
-// pages). A larger file is not proven (ErrUnproven): its copy is checked.
+// pages), plus the Stream's branch children (4 bytes each, resident as
+// they come). A larger file is not proven (ErrUnproven): its copy is
+// checked.
 const maxProvePages = 1 << 21
 
 // maxDeferred bounds the child pages whose parent came first and whose
@@ -40,7 +42,8 @@ const maxDeferred = 1 << 18
 type proof struct {
 	code    func([]byte) (uint64, bool)
 	seed    maphash.Seed
-	mem     []byte   // the mapping behind first, last and flags
+	mem     []byte   // the mapping behind first, last, kids and flags
+	kids    []uint32 // room for the Stream's branch children
 	first   []uint64 // by page id: hash of the first key
 	last    []uint64 // by page id: order of the last key
 	flags   []uint8
@@ -92,7 +95,7 @@ func newProof(m Meta, code func([]byte) (uint64, bool)) *proof {
 		return p
 	}
 	n := int(m.Pgid)
-	mem, err := unix.Mmap(-1, 0, 17*n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
+	mem, err := unix.Mmap(-1, 0, 21*n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
 	if err != nil {
 		p.why = fmt.Sprintf("no memory for a proof: %v", err)
 		return p
@@ -100,7 +103,8 @@ func newProof(m Meta, code func([]byte) (uint64, bool)) *proof {
 	p.mem = mem
 	p.first = unsafe.Slice((*uint64)(unsafe.Pointer(&mem[0])), n)
 	p.last = unsafe.Slice((*uint64)(unsafe.Pointer(&mem[8*n])), n)
-	p.flags = mem[16*n : 17*n]
+	p.kids = unsafe.Slice((*uint32)(unsafe.Pointer(&mem[16*n])), n)[:0]
+	p.flags = mem[20*n : 21*n]
 	p.pending, p.waiting = map[uint64]*pendingBranch{}, map[uint64][]edge{}
 	return p
 }
@@ -109,7 +113,7 @@ func newProof(m Meta, code func([]byte) (uint64, bool)) *proof {
 func (p *proof) release() {
 	if p.mem != nil {
 		_ = unix.Munmap(p.mem)
-		p.mem, p.first, p.last, p.flags = nil, nil, nil, nil
+		p.mem, p.first, p.last, p.kids, p.flags = nil, nil, nil, nil, nil
 	}
 }
 

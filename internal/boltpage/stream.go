@@ -143,7 +143,10 @@ func (s *Stream) readMeta() error {
 	s.children, s.dirs, s.tooLarge = map[uint64]span{}, map[uint64][]byte{}, map[uint64]bool{}
 	s.over = map[uint64]uint32{}
 	if s.Prove {
+		// The children go outside Go's heap too, while they fit (in a
+		// valid file there is one per page; append moves any more).
 		s.proof = newProof(m, s.Code)
+		s.kids = s.proof.kids
 	}
 	// The rest of page 0 follows; count it as received.
 	s.buf = append(make([]byte, 0, m.PageSize), s.buf...)
@@ -265,9 +268,15 @@ func (s *Stream) LastCode(id uint64) (uint64, bool) {
 	return s.proof.lastCode(id)
 }
 
-// Close returns the memory of the proof (Prove).
+// Proving reports whether the stream is proving (Prove) and has not
+// given up yet.
+func (s *Stream) Proving() bool { return s.proof != nil && !s.proof.off() }
+
+// Close returns the memory of the proof (Prove); the stream is not used
+// after it.
 func (s *Stream) Close() {
 	if s.proof != nil {
+		s.kids, s.children = nil, nil
 		s.proof.release()
 	}
 }
