@@ -17,7 +17,7 @@ import (
 )
 
 const (
-	chunkSize = 2 << 20 // bytes per read
+	chunkSize = 1 << 20 // bytes per read
 	chunks    = 8       // buffers in flight: the copy's whole memory
 	// align is the alignment of offsets, lengths and buffers that direct
 	// I/O needs (the largest common logical block size).
@@ -50,7 +50,7 @@ type copied struct {
 // sha256 trailer (etcd appends one when the size of the rest is a multiple
 // of 512), which is never written. Memory stays at chunks*chunkSize.
 // check, when set, also sees the db's bytes in order, beside the writers.
-func streamSnapshot(ctx context.Context, r io.Reader, name string, outs []*os.File, hashIt bool, check func([]byte), progress func(int64)) (copied, error) {
+func streamSnapshot(ctx context.Context, r io.Reader, name string, outs []*os.File, hashIt bool, check checker, progress func(int64)) (copied, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
@@ -93,10 +93,13 @@ func streamSnapshot(ctx context.Context, r io.Reader, name string, outs []*os.Fi
 		start(func(c *chunk) error { h.Write(c.data); return nil })
 	}
 	if check != nil {
-		start(func(c *chunk) error { check(c.data); return nil })
+		start(func(c *chunk) error { check.Write(c.data); return nil })
 	}
-	for _, f := range outs {
+	for i, f := range outs {
 		w := newWriter(f)
+		if i == 0 && check != nil {
+			w.buffered = check.GaveUp
+		}
 		defer w.close()
 		start(w.write)
 	}
@@ -125,6 +128,14 @@ func streamSnapshot(ctx context.Context, r io.Reader, name string, outs []*os.Fi
 		res.HashChecked = true
 	}
 	return res, nil
+}
+
+// checker checks the db's bytes as they stream past (streamCheck). Once
+// it gave up, the first copy will be read again to be checked, so the rest
+// of it is written through the page cache.
+type checker interface {
+	Write([]byte)
+	GaveUp() bool
 }
 
 // readChunks fills buffers from r and hands them to emit in order, holding
@@ -204,7 +215,9 @@ func buffers(k, n int) (bufs [][]byte, release func(), err error) {
 type writer struct {
 	f      *os.File
 	direct *os.File // nil: no direct I/O
-	wb     fsutil.Writeback
+	// buffered, when set and true, sends the rest through the page cache.
+	buffered func() bool
+	wb       fsutil.Writeback
 }
 
 // useDirectIO can be turned off by tests to cover the buffered path.
@@ -223,7 +236,7 @@ func newWriter(f *os.File) *writer {
 
 func (w *writer) write(c *chunk) error {
 	data, off := c.data, c.off
-	if w.direct != nil && off%align == 0 {
+	if w.direct != nil && off%align == 0 && (w.buffered == nil || !w.buffered()) {
 		n := len(data) &^ (align - 1)
 		if n > 0 {
 			if _, err := w.direct.WriteAt(data[:n], off); err != nil {

@@ -3,6 +3,7 @@ package restore
 import (
 	"bytes"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/etcdkit/etcdkit/internal/boltpage"
 	"github.com/etcdkit/etcdkit/internal/etcdfmt"
@@ -17,6 +18,7 @@ type streamCheck struct {
 	s      boltpage.Stream
 	pages  []uint8 // by leaf page: what it holds for checkDB's facts
 	failed error   // the stream's first error: no more is written
+	gaveUp atomic.Bool
 }
 
 // Per leaf page: every key is a revision; and, reading its values in
@@ -42,7 +44,14 @@ func (c *streamCheck) Write(b []byte) {
 	if c.failed == nil {
 		_, c.failed = c.s.Write(b)
 	}
+	if c.failed != nil || !c.s.Proving() {
+		c.gaveUp.Store(true)
+	}
 }
+
+// GaveUp reports, from any goroutine, whether the stream will prove
+// nothing: the copy will be checked.
+func (c *streamCheck) GaveUp() bool { return c.gaveUp.Load() }
 
 func (c *streamCheck) leaf(id uint64, p []byte) error {
 	if !c.s.Proving() {

@@ -425,11 +425,11 @@ func restoreFrom(ctx context.Context, cfg Config, r io.Reader, name string, size
 	// is written directly and none is read again; where the stream alone
 	// proves nothing, the first copy is checked after.
 	var sc *streamCheck
-	var check func([]byte)
+	var check checker
 	if scanned == nil {
 		sc = newStreamCheck()
 		defer sc.close()
-		check = sc.Write
+		check = sc
 	}
 	cp, err := streamSnapshot(ctx, r, name, files, !cfg.SkipHashCheck, check, progress)
 	if err != nil {

@@ -23,9 +23,14 @@ var ErrUnproven = errors.New("the stream alone does not prove the file sound")
 // checked.
 const maxProvePages = 1 << 21
 
-// maxDeferred bounds the child pages whose parent came first and whose
-// own summary has not come yet (about 40 bytes each).
-const maxDeferred = 1 << 18
+// maxDeferred bounds the edges from a parent that came first to a child
+// whose summary has not come yet (about 100 bytes each, in Go's heap). A
+// file whose pages came in the order bolt wrote them (a defragged or
+// restored db, and what etcdkit's defrag writes) has none: children come
+// first. A db bolt has long reused freed pages in has many (in etcd's
+// tests, about a fifth of its pages at the worst moment): past the bound,
+// nothing is proven and the caller checks its copy.
+const maxDeferred = 1 << 15
 
 // proof checks, as pages stream past in file order, what Scan checks of a
 // file with no stored freelist (etcd's): within every page the elements lie
@@ -63,25 +68,24 @@ const (
 	pCoded              // its last key's order is a Stream.Code
 )
 
-// edge is element idx of branch parent: its key's hash and, unless it is
+// edge is an element of branch parent: its key's hash and, unless it is
 // the last element, the order of the next key.
 type edge struct {
-	parent uint64
-	idx    int
 	key    uint64
 	next   uint64
-	coded  bool // next is a Stream.Code
+	parent uint32 // Stream indexes 2^32 pages
+	coded  bool   // next is a Stream.Code
 	last   bool
 }
 
 // pendingBranch is a branch page whose children have not all come.
 type pendingBranch struct {
-	n, left int
-	ok      bool
-	nested  bool
-	coded   bool
-	first   uint64
-	last    uint64
+	left   int
+	ok     bool
+	nested bool
+	coded  bool
+	first  uint64
+	last   uint64
 }
 
 func newProof(m Meta, code func([]byte) (uint64, bool)) *proof {
@@ -109,8 +113,9 @@ func newProof(m Meta, code func([]byte) (uint64, bool)) *proof {
 	return p
 }
 
-// release returns the proof's memory.
+// release returns the proof's memory; it proves nothing after.
 func (p *proof) release() {
+	p.stop("released")
 	if p.mem != nil {
 		_ = unix.Munmap(p.mem)
 		p.mem, p.first, p.last, p.kids, p.flags = nil, nil, nil, nil, nil
@@ -118,6 +123,13 @@ func (p *proof) release() {
 }
 
 func (p *proof) off() bool { return p.why != "" }
+
+// stop gives the proof up: nothing is proven.
+func (p *proof) stop(why string) {
+	if p.why == "" {
+		p.why = why
+	}
+}
 
 func (p *proof) hash(k []byte) uint64 { return maphash.Bytes(p.seed, k) }
 
@@ -176,7 +188,7 @@ func (p *proof) branch(id uint64, pg []byte, count int) {
 	if p.off() {
 		return
 	}
-	b := &pendingBranch{n: count, ok: count > 0}
+	b := &pendingBranch{ok: count > 0}
 	var prev []byte
 	for i := range count {
 		k, child, _ := branchElem(pg, i)
@@ -184,7 +196,7 @@ func (p *proof) branch(id uint64, pg []byte, count int) {
 			b.ok = false
 		}
 		prev = k
-		e := edge{parent: id, idx: i, key: p.hash(k), last: i == count-1}
+		e := edge{parent: uint32(id), key: p.hash(k), last: i == count-1}
 		if i == 0 {
 			b.first = e.key
 		}
@@ -197,7 +209,7 @@ func (p *proof) branch(id uint64, pg []byte, count int) {
 			continue
 		}
 		if p.nwait >= maxDeferred {
-			p.why = fmt.Sprintf("more than %d pages came after their parent", maxDeferred)
+			p.stop(fmt.Sprintf("more than %d pages came after their parent", maxDeferred))
 			return
 		}
 		p.waiting[child] = append(p.waiting[child], e)
@@ -260,15 +272,16 @@ func (p *proof) done(id uint64, f uint8) {
 		delete(p.waiting, c)
 		p.nwait -= len(edges)
 		for _, e := range edges {
-			b := p.pending[e.parent]
+			parent := uint64(e.parent)
+			b := p.pending[parent]
 			if b == nil { // the proof stopped (why) while b was read
 				continue
 			}
 			p.apply(b, e, c)
 			if b.left--; b.left == 0 {
-				delete(p.pending, e.parent)
-				p.first[e.parent], p.last[e.parent], p.flags[e.parent] = b.first, b.last, b.flags()
-				p.queue = append(p.queue, e.parent)
+				delete(p.pending, parent)
+				p.first[parent], p.last[parent], p.flags[parent] = b.first, b.last, b.flags()
+				p.queue = append(p.queue, parent)
 			}
 		}
 	}

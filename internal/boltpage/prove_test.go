@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -235,4 +236,29 @@ func FuzzProve(f *testing.F) {
 			t.Fatalf("proven, but Check: %v", err)
 		}
 	})
+}
+
+// TestProveFollowsMetaPage1: a newer meta page 1 that names a stored
+// freelist (bolt would open the file by it, and Check reads that freelist)
+// leaves the stream unproven, while Check refuses the file.
+func TestProveFollowsMetaPage1(t *testing.T) {
+	src := etcdFixture(t, 4096, 2000, false)
+	b, m := readFixture(t, src)
+	ps := int(m.PageSize)
+	meta := b[ps+pageHeaderSize : ps+pageHeaderSize+metaSize]
+	binary.LittleEndian.PutUint64(meta[32:], 2)        // freelist: a leaf page
+	binary.LittleEndian.PutUint64(meta[48:], m.Txid+1) // newer than meta 0
+	h := fnv.New64a()
+	h.Write(meta[:metaChecksumOff])
+	binary.LittleEndian.PutUint64(meta[metaChecksumOff:], h.Sum64())
+	path := filepath.Join(t.TempDir(), "meta1.db")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Check(path, 0, nil, nil); err == nil {
+		t.Fatal("Check accepts the file: the damage is not one")
+	}
+	if err := prove(b); err == nil {
+		t.Fatal("proven, though bolt would read a freelist the proof never checked")
+	}
 }

@@ -162,6 +162,9 @@ func (s *Stream) page(id uint64, p []byte) error {
 				if m.Root < 2 || m.Root >= m.Pgid || m.Pgid != s.Meta.Pgid {
 					return fmt.Errorf("%w: meta page 1 disagrees with meta page 0", ErrDamaged)
 				}
+				if s.proof != nil && m.Freelist != NoFreelist {
+					s.proof.stop("meta page 1 names a stored freelist")
+				}
 				s.Meta = m
 			}
 		}
