@@ -179,7 +179,8 @@ func (p *proof) leaf(id uint64, pg []byte) {
 			f |= pCoded
 		}
 	}
-	p.done(id, f)
+	p.flags[id] = f | pDone
+	p.done(id)
 }
 
 // branch summarises branch page id (its elements lie inside it: Stream
@@ -221,6 +222,7 @@ func (p *proof) branch(id uint64, pg []byte, count int) {
 		return
 	}
 	p.finish(id, b)
+	p.done(id)
 }
 
 // apply checks child (summarised) against edge e of branch b.
@@ -255,15 +257,14 @@ func (b *pendingBranch) flags() uint8 {
 	return f
 }
 
+// finish records completed branch b as page id's summary.
 func (p *proof) finish(id uint64, b *pendingBranch) {
-	p.first[id], p.last[id] = b.first, b.last
-	p.done(id, b.flags())
+	p.first[id], p.last[id], p.flags[id] = b.first, b.last, b.flags()
 }
 
-// done records page id's summary and completes the branches that waited
-// for it (and, in turn, theirs).
-func (p *proof) done(id uint64, f uint8) {
-	p.flags[id] = f | pDone
+// done completes the branches that waited for page id, just summarised
+// (and, in turn, the branches that waited for those).
+func (p *proof) done(id uint64) {
 	p.queue = append(p.queue[:0], id)
 	for len(p.queue) > 0 {
 		c := p.queue[len(p.queue)-1]
@@ -280,7 +281,7 @@ func (p *proof) done(id uint64, f uint8) {
 			p.apply(b, e, c)
 			if b.left--; b.left == 0 {
 				delete(p.pending, parent)
-				p.first[parent], p.last[parent], p.flags[parent] = b.first, b.last, b.flags()
+				p.finish(parent, b)
 				p.queue = append(p.queue, parent)
 			}
 		}
