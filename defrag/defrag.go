@@ -169,8 +169,6 @@ func copyDB(ctx context.Context, src *boltpage.File, tmp string, orig os.FileInf
 	}
 	var reported int64
 	var top []string
-	// The original is replaced: its cache is freed as it is read.
-	src.DropCache = true
 	pages, err = src.Scan(func(e boltpage.Entry) error {
 		switch {
 		case e.Depth == 0:
@@ -199,13 +197,7 @@ func copyDB(ctx context.Context, src *boltpage.File, tmp string, orig os.FileInf
 	if err != nil {
 		return pages, err
 	}
-	// While the new file syncs, the original's remaining cache (its free
-	// pages) is dropped; it would be freed when the file is deleted.
-	dropped := make(chan struct{})
-	go func() { src.DropAllCache(); close(dropped) }()
-	_, err = b.Finish()
-	<-dropped
-	if err != nil {
+	if _, err = b.Finish(); err != nil {
 		return pages, err
 	}
 	if progress != nil {

@@ -56,25 +56,9 @@ type File struct {
 	// Progress, when set, is told after each read of Scan how many bytes
 	// it has read of the TotalSize it will read.
 	Progress func(done, total int64)
-	// DropCache, when set, makes Scan tell the kernel to drop the cached
-	// pages it has read and will not read again: for a file about to be
-	// replaced (defrag), whose cache would only be freed when it is
-	// deleted. Memory then stays flat (the old file's cache is freed as
-	// the new file's grows), and the new file reuses memory the kernel
-	// has just freed.
-	DropCache bool
-	f         *os.File
-	read      int64
+	f        *os.File
+	read     int64
 }
-
-// dropCache advises the kernel to drop the cached bytes [off, off+n) of
-// the file (n 0: to its end). It is advice: an error changes nothing.
-func (f *File) dropCache(off, n int64) {
-	_ = unix.Fadvise(int(f.f.Fd()), off, n, unix.FADV_DONTNEED)
-}
-
-// DropAllCache drops the file's cached pages (see DropCache).
-func (f *File) DropAllCache() { f.dropCache(0, 0) }
 
 // Open opens path read-only, waits at most timeout for bolt's shared lock
 // (0 waits forever; ErrInUse after that) and reads its meta page.
@@ -201,17 +185,6 @@ func (f *File) Scan(fn func(Entry) error) (Pages, error) {
 		fn: fn,
 	}
 	f.read = 0
-	if f.DropCache { // on the other core: freeing pages takes a while
-		s.drop = make(chan [2]int64, 256)
-		done := make(chan struct{})
-		go func() {
-			for r := range s.drop {
-				f.dropCache(r[0], r[1])
-			}
-			close(done)
-		}()
-		defer func() { close(s.drop); <-done }()
-	}
 	s.reachable.set(0)
 	s.reachable.set(1)
 	if err := s.readFreelist(f.Meta.Freelist); err != nil {
@@ -253,9 +226,8 @@ type scanner struct {
 	reachable bitset
 	freed     bitset
 	fn        func(Entry) error
-	drop      chan [2]int64 // byte ranges read, to drop from the cache (DropCache)
-	levels    []level       // read buffers, one per tree level
-	stack     []uint64      // page ids from the bucket's root to the current page
+	levels    []level  // read buffers, one per tree level
+	stack     []uint64 // page ids from the bucket's root to the current page
 	problems  []string
 	nproblems int
 	partial   bool   // a bucket was skipped or read in part
@@ -424,9 +396,6 @@ func (s *scanner) fill(lv *level, id, n uint64) error {
 		lv.buf = make([]byte, size)
 	}
 	lv.buf = lv.buf[:size]
-	if s.drop != nil && lv.n > 0 {
-		s.drop <- [2]int64{int64(lv.start) * int64(s.ps), int64(lv.n) * int64(s.ps)}
-	}
 	lv.start, lv.n = 0, 0
 	if _, err := s.file.f.ReadAt(lv.buf, int64(id)*int64(s.ps)); err != nil {
 		return fmt.Errorf("read page %d: %w", id, err)
