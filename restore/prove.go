@@ -96,14 +96,10 @@ func (c *streamCheck) facts() (srcFacts, error) {
 	if err := c.s.Finish(); err != nil {
 		return f, err
 	}
-	var top []string
 	decided := false // the first leaf that is not plain was met
 	var lastID uint64
 	var lastInline []byte
-	err := c.s.Walk(func(bucket []byte, id uint64, inline []byte) error {
-		if len(top) == 0 || top[len(top)-1] != string(bucket) {
-			top = append(top, string(bucket))
-		}
+	top, err := c.s.Walk(func(bucket []byte, id uint64, inline []byte) error {
 		if !bytes.Equal(bucket, etcdfmt.BucketKey) {
 			return nil
 		}

@@ -77,12 +77,8 @@ func (f *streamFacts) finish() (snapshotFacts, error) {
 	if err := f.Finish(); err != nil {
 		return res, err
 	}
-	var top []string
 	var meta etcdfmt.DBMeta
-	err := f.Walk(func(bucket []byte, id uint64, inline []byte) error {
-		if len(top) == 0 || top[len(top)-1] != string(bucket) {
-			top = append(top, string(bucket))
-		}
+	top, err := f.Walk(func(bucket []byte, id uint64, inline []byte) error {
 		switch {
 		case bytes.Equal(bucket, etcdfmt.BucketKey):
 			if o, ok := f.others[id]; ok && o.count == 0 || inline != nil && otherOf(inline).count == 0 {

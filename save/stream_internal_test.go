@@ -177,7 +177,7 @@ func TestStreamFactsInlineAndDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 	var last uint64
-	testetcd.Must(0, s.Walk(func(bucket []byte, id uint64, _ []byte) error {
+	testetcd.Must(s.Walk(func(bucket []byte, id uint64, _ []byte) error {
 		if bytes.Equal(bucket, etcdfmt.BucketKey) {
 			last = id
 		}

@@ -148,34 +148,45 @@ func (p *proof) order(k []byte) (v uint64, coded bool) {
 	return binary.BigEndian.Uint64(b[:]), false
 }
 
+// keys reads leaf page pg's elements: its first and last key, whether a
+// bucket lies in it, and whether its elements lie inside it with keys
+// strictly increasing (ok).
+func keys(pg []byte) (first, last []byte, nested, ok bool) {
+	err := LeafEntries(pg, func(flags uint32, k, _ []byte) error {
+		switch {
+		case first == nil:
+			first = k
+		case bytes.Compare(last, k) >= 0:
+			return ErrUnproven
+		}
+		if flags&bucketLeafFlag != 0 {
+			nested = true
+		}
+		last = k
+		return nil
+	})
+	return first, last, nested, err == nil
+}
+
 // leaf summarises leaf page id.
 func (p *proof) leaf(id uint64, pg []byte) {
 	if p.off() {
 		return
 	}
-	var f uint8 = pOK
-	var prev []byte
-	_, count, _ := pageHeader(pg)
-	err := LeafEntries(pg, func(flags uint32, k, _ []byte) error {
-		if prev == nil {
-			p.first[id] = p.hash(k)
-		} else if bytes.Compare(prev, k) >= 0 {
-			return ErrUnproven
-		}
-		if flags&bucketLeafFlag != 0 {
-			f |= pNested
-		}
-		prev = k
-		return nil
-	})
-	switch {
-	case err != nil:
-		f &^= pOK
-	case count == 0:
+	var f uint8
+	first, last, nested, ok := keys(pg)
+	if ok {
+		f |= pOK
+	}
+	if nested {
+		f |= pNested
+	}
+	if first == nil {
 		f |= pEmpty
-	default:
+	} else {
+		p.first[id] = p.hash(first)
 		var coded bool
-		if p.last[id], coded = p.order(prev); coded {
+		if p.last[id], coded = p.order(last); coded {
 			f |= pCoded
 		}
 	}
@@ -306,14 +317,10 @@ func (p *proof) root(id uint64, nested bool) error {
 
 // inline reports whether an inline bucket's page is proven.
 func (p *proof) inline(pg []byte) error {
-	var prev []byte
-	return LeafEntries(pg, func(flags uint32, k, _ []byte) error {
-		if flags&bucketLeafFlag != 0 || prev != nil && bytes.Compare(prev, k) >= 0 {
-			return fmt.Errorf("%w: an inline bucket's keys", ErrUnproven)
-		}
-		prev = k
-		return nil
-	})
+	if _, _, nested, ok := keys(pg); !ok || nested {
+		return fmt.Errorf("%w: an inline bucket's keys", ErrUnproven)
+	}
+	return nil
 }
 
 // lastCode returns the Stream.Code of the last key under page id, if the

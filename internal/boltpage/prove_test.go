@@ -127,7 +127,8 @@ func prove(b []byte) error {
 	if err := s.Finish(); err != nil {
 		return err
 	}
-	return s.Walk(func([]byte, uint64, []byte) error { return nil })
+	_, err := s.Walk(func([]byte, uint64, []byte) error { return nil })
+	return err
 }
 
 func proveFile(t *testing.T, path string) error {

@@ -311,17 +311,18 @@ func (s *Stream) Finish() error {
 // order: fn gets the bucket's name and a leaf page's id, or for an inline
 // bucket id 0 and the inline page. Buckets come in the root's key order.
 // A page the trees name that did not arrive whole as a page of the right
-// kind is ErrDamaged.
-func (s *Stream) Walk(fn func(bucket []byte, id uint64, inline []byte) error) error {
+// kind is ErrDamaged. It returns the top-level buckets' names.
+func (s *Stream) Walk(fn func(bucket []byte, id uint64, inline []byte) error) ([]string, error) {
 	if !s.finished {
-		return fmt.Errorf("boltpage: Walk before Finish")
+		return nil, fmt.Errorf("boltpage: Walk before Finish")
 	}
 	if s.proof != nil {
 		if err := s.proof.root(s.Meta.Root, true); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return s.walk(s.Meta.Root, 0, func(root uint64) error {
+	var top []string
+	err := s.walk(s.Meta.Root, 0, func(root uint64) error {
 		p, ok := s.dirs[root]
 		if !ok {
 			return fmt.Errorf("%w: the root bucket's page %d is not a page of buckets", ErrDamaged, root)
@@ -333,6 +334,7 @@ func (s *Stream) Walk(fn func(bucket []byte, id uint64, inline []byte) error) er
 			if len(val) < bucketHeaderSize {
 				return fmt.Errorf("%w: bucket %q has a %d-byte header", ErrDamaged, name, len(val))
 			}
+			top = append(top, string(name))
 			if r := binary.LittleEndian.Uint64(val); r != 0 {
 				if s.proof != nil && r < s.Meta.Pgid {
 					if err := s.proof.root(r, false); err != nil {
@@ -356,6 +358,7 @@ func (s *Stream) Walk(fn func(bucket []byte, id uint64, inline []byte) error) er
 			return fn(name, 0, inline)
 		})
 	})
+	return top, err
 }
 
 // walk visits the leaves under page id in order. A page is visited once:

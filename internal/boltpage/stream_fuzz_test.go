@@ -37,7 +37,7 @@ func FuzzStreamPages(f *testing.F) {
 			err = s.Finish()
 		}
 		if err == nil {
-			err = s.Walk(func(bucket []byte, id uint64, inline []byte) error {
+			_, err = s.Walk(func(bucket []byte, id uint64, inline []byte) error {
 				if string(bucket) != string(etcdfmt.BucketKey) || inline != nil {
 					return nil
 				}
